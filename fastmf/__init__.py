@@ -1,0 +1,29 @@
+"""fastmf: fast matrix factorization of large sparse matrices on the CPU.
+
+Compiled (numba) SGD kernels run over the observed entries of a sparse matrix;
+thin scikit-learn-style classes handle input, initialization, convergence,
+prediction and similarity.
+"""
+
+from . import datasets, exceptions, metrics
+from ._base import MatrixFactorization
+from ._models import BinaryMF, RealValueMF, mf
+from .exceptions import ConvergenceWarning, DivergenceError, NotFittedError
+from .similarity import cosine_similarity
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BinaryMF",
+    "ConvergenceWarning",
+    "DivergenceError",
+    "MatrixFactorization",
+    "NotFittedError",
+    "RealValueMF",
+    "__version__",
+    "cosine_similarity",
+    "datasets",
+    "exceptions",
+    "metrics",
+    "mf",
+]

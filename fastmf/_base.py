@@ -1,0 +1,381 @@
+"""The fit template and everything a fitted model does, written once for all models."""
+
+import inspect
+import time
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+
+from . import _kernels
+from ._validation import check_coo, check_index, check_pairs
+from .exceptions import ConvergenceWarning, DivergenceError, NotFittedError
+from .similarity import cosine_similarity, top_similar
+
+# loss name -> (one SGD epoch, data term of the objective)
+_KERNELS = {
+    "squared": (_kernels.sgd_epoch_squared, _kernels.objective_squared),
+    "logistic": (_kernels.sgd_epoch_logistic, _kernels.objective_logistic),
+}
+
+
+def check_random_state(random_state):
+    """Turn ``random_state`` into a :class:`numpy.random.Generator`.
+
+    ``None`` draws a seed from numpy's global generator (so ``np.random.seed``
+    makes the run repeatable, as in the reference notebook); an int seeds a new
+    generator; a ``Generator`` is used as is (and advanced); a ``RandomState``
+    is advanced to draw a seed.
+    """
+    if random_state is None:
+        return np.random.default_rng(np.random.randint(0, 2**63 - 1, dtype=np.int64))
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(0, 2**63 - 1, dtype=np.int64))
+    if isinstance(random_state, Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be non-negative, got {random_state}.")
+        return np.random.default_rng(int(random_state))
+    raise TypeError(
+        "random_state must be None, an int, a numpy Generator or a RandomState; "
+        f"got {random_state!r}."
+    )
+
+
+class MatrixFactorization:
+    r"""Base class of fastmf's models: factorize a sparse matrix as R ~ P Q^T.
+
+    Subclasses choose the per-entry loss; this class owns fitting (validation,
+    initialization, the epoch loop, convergence and divergence checks),
+    prediction and similarity. Use :class:`fastmf.RealValueMF` or
+    :class:`fastmf.BinaryMF`.
+
+    Every model minimizes, over the set :math:`\Omega` of observed entries,
+
+    .. math::
+
+        L(P, Q) = \frac{1}{|\Omega|} \sum_{(u,i) \in \Omega}
+            \Big[\ell(r_{ui}, p_u^\top q_i)
+            + \tfrac{\lambda}{2}\big(\lVert p_u\rVert^2 + \lVert q_i\rVert^2\big)\Big]
+
+    by SGD: each epoch visits every observed entry once, in a fresh random
+    order, and takes the step :math:`\theta \leftarrow \theta - \eta\,\nabla f_{ui}`
+    on the bracketed term :math:`f_{ui}`, which is an unbiased stochastic
+    gradient of :math:`L`. Users and items with more observations are thus
+    regularized more, as in LIBMF and Surprise.
+    """
+
+    _loss = None
+
+    def __init__(
+        self,
+        k=32,
+        lr=0.01,
+        l2=0.05,
+        n_epochs=100,
+        tol=1e-4,
+        init_scale=0.1,
+        random_state=None,
+        n_threads=1,
+        verbose=0,
+    ):
+        self.k = k
+        self.lr = lr
+        self.l2 = l2
+        self.n_epochs = n_epochs
+        self.tol = tol
+        self.init_scale = init_scale
+        self.random_state = random_state
+        self.n_threads = n_threads
+        self.verbose = verbose
+
+    # ----------------------------------------------------------- parameters
+    @classmethod
+    def _get_param_names(cls):
+        signature = inspect.signature(cls.__init__)
+        return sorted(p.name for p in signature.parameters.values() if p.name != "self")
+
+    def get_params(self, deep=True):
+        """Return the hyperparameters as a dict (scikit-learn estimator API).
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Ignored: fastmf models hold no sub-estimators.
+
+        Returns
+        -------
+        dict
+        """
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params):
+        """Set hyperparameters (scikit-learn estimator API); returns ``self``.
+
+        Values are stored unchanged and checked by the next ``fit``.
+        """
+        valid = self._get_param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(
+                    f"Invalid parameter {name!r} for {type(self).__name__}; valid parameters "
+                    f"are {valid}."
+                )
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        defaults = {
+            p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()
+        }
+        changed = []
+        for name, value in self.get_params().items():
+            default = defaults.get(name, inspect.Parameter.empty)
+            if not (value is default or (type(value) is type(default) and value == default)):
+                changed.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def _validated_params(self):
+        """Check the hyperparameters without changing them; return them in a dict."""
+        p = self.get_params()
+        name = type(self).__name__
+
+        def number(key, low, low_ok, integer=False):
+            value = p[key]
+            kind = Integral if integer else Real
+            if isinstance(value, bool) or not isinstance(value, kind) or not np.isfinite(value):
+                what = "an integer" if integer else "a finite number"
+                raise TypeError(f"{name}: {key} must be {what}, got {value!r}.")
+            if value < low or (value == low and not low_ok):
+                bound = f">= {low}" if low_ok else f"> {low}"
+                raise ValueError(f"{name}: {key} must be {bound}, got {value!r}.")
+
+        number("k", 1, True, integer=True)
+        number("lr", 0, False)
+        number("l2", 0, True)
+        number("n_epochs", 1, True, integer=True)
+        number("init_scale", 0, False)
+        if p["tol"] is not None:
+            number("tol", 0, True)
+        if p["n_threads"] != 1:
+            raise ValueError(
+                f"{name}: n_threads={p['n_threads']!r} is not supported yet; this version "
+                "trains on one thread. Use n_threads=1."
+            )
+        if not isinstance(p["verbose"], (Integral, bool)):
+            raise TypeError(f"{name}: verbose must be an int or bool, got {p['verbose']!r}.")
+        return p
+
+    # ---------------------------------------------------------------- fitting
+    def fit(self, X, y=None, *, shape=None, duplicates="raise"):
+        """Factorize ``X``; returns ``self``.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_users, n_items), scipy.sparse matrix/array, or tuple
+            The observations: a dense array whose non-zero entries are observed
+            (0 means missing, as in the reference notebook); any scipy.sparse
+            matrix or array, whose stored entries are observed (explicit zeros
+            included); or a ``(rows, cols, values)`` tuple of 1-D arrays.
+        y : None
+            Ignored; present for scikit-learn pipeline compatibility.
+        shape : tuple (n_users, n_items), optional
+            Only for triplets; defaults to one more than the largest ids.
+        duplicates : {"raise", "sum", "last"}, default="raise"
+            Policy for a (row, col) pair that appears more than once.
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        TypeError, ValueError
+            Invalid hyperparameters or input, with the reason and the fix.
+        DivergenceError
+            The objective or the factors became non-finite; the model keeps
+            the state it had before this call.
+        """
+        params = self._validated_params()
+        coo = self._check_input(X, shape, duplicates)
+        rng = check_random_state(params["random_state"])
+        m, n = coo.shape
+        k = params["k"]
+        std = float(params["init_scale"]) / float(np.sqrt(k))
+        user_factors = (rng.standard_normal((m, k), dtype=np.float32) * std).astype(np.float32)
+        item_factors = (rng.standard_normal((n, k), dtype=np.float32) * std).astype(np.float32)
+        return self._fit_coo(coo, user_factors, item_factors, rng, params)
+
+    def _check_input(self, X, shape, duplicates):
+        """Validate ``X`` into :class:`~fastmf._validation.Coo`; subclasses check values."""
+        return check_coo(X, shape, duplicates=duplicates)
+
+    def _fit_coo(self, coo, user_factors, item_factors, rng, params):
+        """Run the epoch loop from the given initial factors (updated in place)."""
+        if self._loss not in _KERNELS:
+            raise TypeError(
+                "MatrixFactorization is a base class; fit RealValueMF or BinaryMF instead."
+            )
+        sgd_epoch, data_objective = _KERNELS[self._loss]
+        lr = np.float32(params["lr"])
+        l2 = np.float32(params["l2"])
+        tol = params["tol"]
+        n_epochs = params["n_epochs"]
+        user_counts = np.bincount(coo.rows, minlength=coo.shape[0]).astype(np.float64)
+        item_counts = np.bincount(coo.cols, minlength=coo.shape[1]).astype(np.float64)
+
+        def objective():
+            data = data_objective(coo.rows, coo.cols, coo.values, user_factors, item_factors)
+            penalty = user_counts @ np.einsum("ij,ij->i", user_factors, user_factors, dtype=float)
+            penalty += item_counts @ np.einsum("ij,ij->i", item_factors, item_factors, dtype=float)
+            return (data + 0.5 * float(l2) * penalty) / coo.nnz
+
+        previous = objective()
+        loss_curve = []
+        converged = False
+        for epoch in range(1, n_epochs + 1):
+            order = rng.permutation(coo.nnz)
+            start = time.perf_counter()
+            sgd_epoch(coo.rows, coo.cols, coo.values, order, user_factors, item_factors, lr, l2)
+            seconds = time.perf_counter() - start
+            current = objective()
+            if not (
+                np.isfinite(current)
+                and np.isfinite(user_factors).all()
+                and np.isfinite(item_factors).all()
+            ):
+                raise DivergenceError(
+                    f"{type(self).__name__} diverged in epoch {epoch}: the objective became "
+                    f"{current} (lr={params['lr']!r}). Use a smaller learning rate, e.g. "
+                    f"lr={params['lr'] / 10:g}, or a larger l2. The model was not changed."
+                )
+            loss_curve.append(current)
+            decrease = (previous - current) / abs(previous) if previous != 0 else 0.0
+            if params["verbose"]:
+                print(
+                    f"epoch {epoch:>4}/{n_epochs}  objective {current:.6g}  "
+                    f"rel. decrease {decrease:+.2e}  {coo.nnz / max(seconds, 1e-9) / 1e6:.1f}M "
+                    "ratings/s",
+                    flush=True,
+                )
+            if tol is not None and decrease < tol:
+                converged = True
+                break
+            previous = current
+
+        if tol is not None and not converged:
+            warnings.warn(
+                f"{type(self).__name__} stopped at n_epochs={n_epochs} before the relative "
+                f"decrease of the objective fell below tol={tol:g}. Increase n_epochs or lr, "
+                "or set tol=None to run a fixed number of epochs.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        # Commit the fitted state only now, so that a failed fit changes nothing.
+        self.__dict__.update(
+            user_factors_=user_factors,
+            item_factors_=item_factors,
+            loss_curve_=np.asarray(loss_curve, dtype=np.float64),
+            n_iter_=len(loss_curve),
+            n_users_=coo.shape[0],
+            n_items_=coo.shape[1],
+        )
+        return self
+
+    # ------------------------------------------------------------- prediction
+    def _check_is_fitted(self):
+        if not hasattr(self, "user_factors_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "training data before using this method."
+            )
+
+    @property
+    def P(self):
+        """User factors, read-only (the reference notebook's name for ``user_factors_``)."""
+        return self._read_only(self.user_factors_)
+
+    @property
+    def Q(self):
+        """Item factors, read-only (the reference notebook's name for ``item_factors_``)."""
+        return self._read_only(self.item_factors_)
+
+    def _read_only(self, factors):
+        self._check_is_fitted()
+        view = factors.view()
+        view.flags.writeable = False
+        return view
+
+    def decision_function(self, rows, cols):
+        """Score ``p_u . q_i`` for each (user, item) pair, without forming P Q^T.
+
+        Parameters
+        ----------
+        rows, cols : array_like of int
+            User and item ids, broadcast against each other.
+
+        Returns
+        -------
+        ndarray of float32 with the broadcast shape of ``rows`` and ``cols``
+        """
+        self._check_is_fitted()
+        flat_rows, flat_cols, out_shape = check_pairs(rows, cols, (self.n_users_, self.n_items_))
+        out = np.empty(flat_rows.shape[0], dtype=np.float32)
+        _kernels.predict_coo(flat_rows, flat_cols, self.user_factors_, self.item_factors_, out)
+        return out.reshape(out_shape)
+
+    # ------------------------------------------------------------- similarity
+    def user_similarity(self):
+        """Cosine similarity between all users: ndarray of float32, shape (n_users, n_users)."""
+        self._check_is_fitted()
+        return cosine_similarity(self.user_factors_)
+
+    def item_similarity(self):
+        """Cosine similarity between all items: ndarray of float32, shape (n_items, n_items)."""
+        self._check_is_fitted()
+        return cosine_similarity(self.item_factors_)
+
+    def similar_items(self, item, n=10):
+        """Return the ``n`` items whose factors are most cosine-similar to ``item``'s.
+
+        Parameters
+        ----------
+        item : int
+        n : int, default=10
+            Capped at ``n_items_ - 1``; ``item`` itself is excluded.
+
+        Returns
+        -------
+        ids : ndarray of int64, shape (n,)
+            Most similar first (ties: smaller id first).
+        scores : ndarray of float32, shape (n,)
+            Cosine similarities.
+        """
+        self._check_is_fitted()
+        item = check_index(item, self.n_items_, "item")
+        return top_similar(self.item_factors_, item, _check_n(n))
+
+    def similar_users(self, user, n=10):
+        """Return the ``n`` users whose factors are most cosine-similar to ``user``'s.
+
+        Parameters
+        ----------
+        user : int
+        n : int, default=10
+            Capped at ``n_users_ - 1``; ``user`` itself is excluded.
+
+        Returns
+        -------
+        ids : ndarray of int64, shape (n,)
+        scores : ndarray of float32, shape (n,)
+        """
+        self._check_is_fitted()
+        user = check_index(user, self.n_users_, "user")
+        return top_similar(self.user_factors_, user, _check_n(n))
+
+
+def _check_n(n):
+    if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}.")
+    return int(n)

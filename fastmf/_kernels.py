@@ -1,0 +1,146 @@
+"""Compiled kernels: the arithmetic over COO entries, and nothing else.
+
+Every function here takes contiguous numpy arrays and scalars only (no Python
+objects) and trusts its inputs: indices were range-checked and values checked
+finite by :mod:`fastmf._validation` before any kernel runs, because numba does
+no bounds checking.
+
+Conventions for every kernel:
+
+- ``rows``, ``cols``: int32 or int64, shape (nnz,), the COO coordinates.
+- ``values``: float32, shape (nnz,); ratings, or labels in {-1, +1}.
+- ``order``: int64, shape (n_visits,), positions into the COO arrays, in the
+  order they are visited (a permutation of ``arange(nnz)`` for one epoch).
+- ``user_factors``: float32, shape (n_users, k), C-contiguous.
+- ``item_factors``: float32, shape (n_items, k), C-contiguous.
+- ``lr``, ``l2``: float32 scalars (float32 keeps the inner loops in single
+  precision; a float64 scalar would promote them).
+
+Losses are summed in float64 so that an objective over millions of entries
+does not lose digits.
+"""
+
+import math
+
+import numpy as np
+
+from ._jit import kernel
+
+
+@kernel
+def _dot(user_factors, u, item_factors, i):
+    """Return ``user_factors[u] @ item_factors[i]`` as float32."""
+    acc = np.float32(0.0)
+    for f in range(user_factors.shape[1]):
+        acc += user_factors[u, f] * item_factors[i, f]
+    return acc
+
+
+@kernel
+def _sgd_update(user_factors, u, item_factors, i, gradient_scale, lr, l2):
+    """Apply one SGD step to rows ``u`` and ``i`` in place.
+
+    ``gradient_scale`` is minus the derivative of the entry's data loss with
+    respect to the score ``p_u . q_i``. Both rows move from their old values:
+    ``p_u += lr * (g * q_i - l2 * p_u)`` and ``q_i += lr * (g * p_u - l2 * q_i)``.
+    """
+    for f in range(user_factors.shape[1]):
+        p = user_factors[u, f]
+        q = item_factors[i, f]
+        user_factors[u, f] = p + lr * (gradient_scale * q - l2 * p)
+        item_factors[i, f] = q + lr * (gradient_scale * p - l2 * q)
+
+
+@kernel
+def _softplus(x):
+    """Return ``log(1 + exp(x))`` without overflow, in float64."""
+    x = np.float64(x)
+    if x > 0.0:
+        return x + math.log1p(math.exp(-x))
+    return math.log1p(math.exp(x))
+
+
+@kernel
+def _logistic_step_terms(margin):
+    """Return ``(sigmoid(-margin), log(1 + exp(-margin)))`` in float32, overflow-free.
+
+    Both come from one ``exp(-|margin|)``, which lies in (0, 1].
+    """
+    z = np.float32(math.exp(-abs(margin)))
+    if margin >= 0:
+        return z / (np.float32(1.0) + z), np.float32(math.log1p(z))
+    return np.float32(1.0) / (np.float32(1.0) + z), np.float32(math.log1p(z)) - margin
+
+
+@kernel
+def sgd_epoch_squared(rows, cols, values, order, user_factors, item_factors, lr, l2):
+    """Run one SGD pass of the squared loss over ``order``.
+
+    Per visited entry ``(u, i, r)`` with error ``e = r - p_u . q_i``, applies the
+    stochastic gradient step of ``0.5 * e**2 + 0.5 * l2 * (|p_u|^2 + |q_i|^2)``.
+
+    Updates ``user_factors`` and ``item_factors`` in place. Returns the sum of
+    ``0.5 * e**2`` over the visits, each taken just before its update (float64).
+    """
+    total = 0.0
+    for t in range(order.shape[0]):
+        idx = order[t]
+        u = rows[idx]
+        i = cols[idx]
+        err = values[idx] - _dot(user_factors, u, item_factors, i)
+        total += 0.5 * np.float64(err) * np.float64(err)
+        _sgd_update(user_factors, u, item_factors, i, err, lr, l2)
+    return total
+
+
+@kernel
+def sgd_epoch_logistic(rows, cols, values, order, user_factors, item_factors, lr, l2):
+    """Run one SGD pass of the logistic loss over ``order``.
+
+    Per visited entry ``(u, i, y)`` with ``y`` in {-1, +1} and score
+    ``s = p_u . q_i``, applies the stochastic gradient step of
+    ``log(1 + exp(-y * s)) + 0.5 * l2 * (|p_u|^2 + |q_i|^2)``; the data-loss
+    derivative is ``-y * sigmoid(-y * s)``.
+
+    Updates ``user_factors`` and ``item_factors`` in place. Returns the sum of
+    ``log(1 + exp(-y * s))`` over the visits, each taken just before its update
+    (float32 terms summed in float64).
+    """
+    total = 0.0
+    for t in range(order.shape[0]):
+        idx = order[t]
+        u = rows[idx]
+        i = cols[idx]
+        label = values[idx]
+        margin = label * _dot(user_factors, u, item_factors, i)
+        sigmoid_neg, loss = _logistic_step_terms(margin)
+        total += loss
+        _sgd_update(user_factors, u, item_factors, i, label * sigmoid_neg, lr, l2)
+    return total
+
+
+@kernel
+def objective_squared(rows, cols, values, user_factors, item_factors):
+    """Return ``sum(0.5 * (values - p_u . q_i)**2)`` over all entries (float64)."""
+    total = 0.0
+    for idx in range(rows.shape[0]):
+        err = np.float64(values[idx] - _dot(user_factors, rows[idx], item_factors, cols[idx]))
+        total += 0.5 * err * err
+    return total
+
+
+@kernel
+def objective_logistic(rows, cols, values, user_factors, item_factors):
+    """Return ``sum(log(1 + exp(-y * p_u . q_i)))`` over all entries (float64)."""
+    total = 0.0
+    for idx in range(rows.shape[0]):
+        score = _dot(user_factors, rows[idx], item_factors, cols[idx])
+        total += _softplus(-values[idx] * score)
+    return total
+
+
+@kernel
+def predict_coo(rows, cols, user_factors, item_factors, out):
+    """Write ``p_u . q_i`` for each pair into ``out`` (float32, shape (n,)) in place."""
+    for idx in range(rows.shape[0]):
+        out[idx] = _dot(user_factors, rows[idx], item_factors, cols[idx])

@@ -1,0 +1,270 @@
+"""The models: which loss each one trains, its defaults, and its predictions."""
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import expit
+
+from ._base import MatrixFactorization, check_random_state
+from ._validation import check_binary_labels, check_coo
+
+
+class RealValueMF(MatrixFactorization):
+    r"""Matrix factorization of real-valued ratings with the squared loss.
+
+    Minimizes, over the observed entries :math:`\Omega`,
+
+    .. math::
+
+        L(P, Q) = \frac{1}{|\Omega|} \sum_{(u,i) \in \Omega}
+            \Big[\tfrac12 \big(r_{ui} - p_u^\top q_i\big)^2
+            + \tfrac{\lambda}{2}\big(\lVert p_u\rVert^2 + \lVert q_i\rVert^2\big)\Big]
+
+    by SGD. For one entry with error :math:`e = r_{ui} - p_u^\top q_i` the step
+    is :math:`p_u \mathrel{+}= \eta(e\,q_i - \lambda p_u)`,
+    :math:`q_i \mathrel{+}= \eta(e\,p_u - \lambda q_i)`, both from the old values.
+
+    Parameters
+    ----------
+    k : int, default=32
+        Number of latent factors (the rank).
+    lr : float, default=0.01
+        SGD learning rate :math:`\eta`.
+    l2 : float, default=0.05
+        L2 regularization weight :math:`\lambda`.
+    n_epochs : int, default=100
+        Maximum number of passes over the observed entries.
+    tol : float or None, default=1e-4
+        Stop when the relative decrease of the objective in one epoch,
+        ``(L_prev - L) / |L_prev|``, falls below ``tol``. ``None`` runs exactly
+        ``n_epochs`` epochs. A run that hits ``n_epochs`` first warns with
+        :class:`fastmf.exceptions.ConvergenceWarning`.
+    init_scale : float, default=0.1
+        Initial factors are drawn from N(0, init_scale**2 / k), so initial
+        scores have a spread of about ``init_scale**2`` whatever ``k`` is.
+    random_state : None, int, numpy.random.Generator or RandomState, default=None
+        Seeds the initial factors and the per-epoch visiting orders. ``None``
+        draws the seed from numpy's global generator (``np.random.seed`` then
+        makes runs repeatable).
+    n_threads : int, default=1
+        Threads used for training. This version trains on one thread.
+    verbose : int, default=0
+        Print one line per epoch when positive.
+
+    Attributes
+    ----------
+    user_factors_ : ndarray of float32, shape (n_users, k)
+    item_factors_ : ndarray of float32, shape (n_items, k)
+    loss_curve_ : ndarray of float64, shape (n_iter_,)
+        The objective L after each epoch.
+    n_iter_ : int
+        Number of epochs run.
+    n_users_, n_items_ : int
+        The shape of the fitted matrix.
+    P, Q : ndarray
+        Read-only views of ``user_factors_`` and ``item_factors_``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastmf import RealValueMF
+    >>> R = np.array([[5, 3, 0], [4, 0, 1], [0, 1, 5]])
+    >>> model = RealValueMF(k=2, lr=0.05, l2=0.01, n_epochs=500, tol=None, random_state=0)
+    >>> model.fit(R).predict([0, 1], [0, 2]).round().tolist()
+    [5.0, 1.0]
+    """
+
+    _loss = "squared"
+
+    def predict(self, rows, cols):
+        """Predict the rating ``p_u . q_i`` of each (user, item) pair.
+
+        Parameters
+        ----------
+        rows, cols : array_like of int
+            User and item ids, broadcast against each other.
+
+        Returns
+        -------
+        ndarray of float32 with the broadcast shape of ``rows`` and ``cols``
+        """
+        return self.decision_function(rows, cols)
+
+
+class BinaryMF(MatrixFactorization):
+    r"""Matrix factorization of binary responses with the logistic loss.
+
+    Observed responses are :math:`y_{ui} \in \{-1, +1\}`. Minimizes
+
+    .. math::
+
+        L(P, Q) = \frac{1}{|\Omega|} \sum_{(u,i) \in \Omega}
+            \Big[\log\big(1 + e^{-y_{ui}\, p_u^\top q_i}\big)
+            + \tfrac{\lambda}{2}\big(\lVert p_u\rVert^2 + \lVert q_i\rVert^2\big)\Big]
+
+    by SGD, and models :math:`P(y_{ui} = +1) = \sigma(p_u^\top q_i)`. For one
+    entry with :math:`g = y_{ui}\,\sigma(-y_{ui}\, p_u^\top q_i)` the step is
+    :math:`p_u \mathrel{+}= \eta(g\,q_i - \lambda p_u)`,
+    :math:`q_i \mathrel{+}= \eta(g\,p_u - \lambda q_i)`, both from the old values.
+
+    Parameters
+    ----------
+    k : int, default=32
+        Number of latent factors (the rank).
+    lr : float, default=0.05
+        SGD learning rate :math:`\eta`.
+    l2 : float, default=0.05
+        L2 regularization weight :math:`\lambda`.
+    n_epochs : int, default=100
+        Maximum number of passes over the observed entries.
+    tol : float or None, default=1e-4
+        Stop when the relative decrease of the objective in one epoch falls
+        below ``tol``; ``None`` runs exactly ``n_epochs`` epochs.
+    init_scale : float, default=0.5
+        Initial factors are drawn from N(0, init_scale**2 / k). It is larger
+        than RealValueMF's because with near-zero factors the logistic
+        gradient is near zero too, and training would start on a plateau.
+    random_state : None, int, numpy.random.Generator or RandomState, default=None
+        Seeds the initial factors and the per-epoch visiting orders.
+    n_threads : int, default=1
+        Threads used for training. This version trains on one thread.
+    verbose : int, default=0
+        Print one line per epoch when positive.
+    labels : {"pm1", "01"}, default="pm1"
+        How responses are encoded: ``"pm1"`` takes exactly -1 and +1 (in a
+        dense matrix 0 marks a missing entry, as in the reference notebook);
+        ``"01"`` takes exactly 0 and 1 from a sparse matrix or triplets, where
+        0 is a negative response. Predictions use the same encoding.
+
+    Attributes
+    ----------
+    user_factors_ : ndarray of float32, shape (n_users, k)
+    item_factors_ : ndarray of float32, shape (n_items, k)
+    loss_curve_ : ndarray of float64, shape (n_iter_,)
+        The objective L after each epoch.
+    n_iter_ : int
+    n_users_, n_items_ : int
+    P, Q : ndarray
+        Read-only views of ``user_factors_`` and ``item_factors_``.
+    """
+
+    _loss = "logistic"
+
+    def __init__(
+        self,
+        k=32,
+        lr=0.05,
+        l2=0.05,
+        n_epochs=100,
+        tol=1e-4,
+        init_scale=0.5,
+        random_state=None,
+        n_threads=1,
+        verbose=0,
+        labels="pm1",
+    ):
+        super().__init__(
+            k=k,
+            lr=lr,
+            l2=l2,
+            n_epochs=n_epochs,
+            tol=tol,
+            init_scale=init_scale,
+            random_state=random_state,
+            n_threads=n_threads,
+            verbose=verbose,
+        )
+        self.labels = labels
+
+    def _check_input(self, X, shape, duplicates):
+        if self.labels not in ("pm1", "01"):
+            raise ValueError(f"BinaryMF: labels must be 'pm1' or '01', got {self.labels!r}.")
+        if duplicates == "sum":
+            raise ValueError(
+                "BinaryMF: duplicates='sum' would add labels together; use 'raise' or 'last'."
+            )
+        if self.labels == "01" and not (isinstance(X, tuple) or sp.issparse(X)):
+            raise ValueError(
+                "BinaryMF: labels='01' needs a sparse matrix or (rows, cols, values) input, "
+                "because in a dense matrix 0 means 'missing'. Use -1/+1 in a dense matrix."
+            )
+        coo = check_coo(X, shape, duplicates=duplicates)
+        values = check_binary_labels(coo.values, self.labels)
+        return type(coo)(coo.rows, coo.cols, values, coo.shape)
+
+    def predict_proba(self, rows, cols):
+        """Probability of a positive response, ``sigmoid(p_u . q_i)``, per pair.
+
+        Parameters
+        ----------
+        rows, cols : array_like of int
+            User and item ids, broadcast against each other.
+
+        Returns
+        -------
+        ndarray of float32 with the broadcast shape of ``rows`` and ``cols``
+            ``P(y = +1)`` (one column, not scikit-learn's two).
+        """
+        return expit(self.decision_function(rows, cols))
+
+    def predict(self, rows, cols):
+        """Predict the response of each pair: the positive label where P(+1) >= 0.5.
+
+        Returns
+        -------
+        ndarray of int8 with the broadcast shape of ``rows`` and ``cols``
+            Labels in the encoding given by ``labels`` (-1/+1 or 0/1).
+        """
+        negative = -1 if self.labels == "pm1" else 0
+        scores = self.decision_function(rows, cols)
+        return np.where(scores >= 0, 1, negative).astype(np.int8)
+
+
+def mf(R, k, n_epoch=5000, lr=0.0003, l2=0.04, random_state=None, tol=None):
+    r"""Factorize ``R ~ P Q^T`` by per-entry SGD, like the reference notebook's ``mf``.
+
+    A drop-in, compiled version of the notebook function: same arguments and
+    defaults, same uniform [0, 1) initialization drawn from numpy's global
+    generator when ``random_state`` is None, same step. The notebook's step is
+    ``p_u += lr * (2 e q_i - l2/2 p_u)``, the SGD step of
+    ``e**2 + l2/4 (|p_u|^2 + |q_i|^2)``; this function runs
+    :class:`RealValueMF` with ``lr' = 2 lr`` and ``l2' = l2 / 4``, which takes
+    exactly that step (from the old values of both rows) in a shuffled order.
+
+    Parameters
+    ----------
+    R : array_like of shape (m, n), scipy.sparse matrix, or (rows, cols, values) tuple
+        Ratings; in a dense array 0 means missing.
+    k : int
+        Number of latent factors.
+    n_epoch : int, default=5000
+        Number of epochs.
+    lr : float, default=0.0003
+        Learning rate in the notebook's parametrization.
+    l2 : float, default=0.04
+        Regularization weight in the notebook's parametrization.
+    random_state : None, int, Generator or RandomState, default=None
+        Seed for the initial factors and visiting orders.
+    tol : float or None, default=None
+        As in :class:`RealValueMF`; ``None`` runs all ``n_epoch`` epochs.
+
+    Returns
+    -------
+    P : ndarray of float32, shape (m, k)
+    Q : ndarray of float32, shape (n, k)
+    """
+    model = RealValueMF(
+        k=k, lr=2 * lr, l2=l2 / 4, n_epochs=n_epoch, tol=tol, random_state=random_state
+    )
+    params = model._validated_params()
+    coo = model._check_input(R, None, "raise")
+    m, n = coo.shape
+    rng = check_random_state(random_state)
+    if random_state is None:
+        # As in the notebook, np.random.seed(...) before the call repeats a run.
+        user_factors = np.random.rand(m, k).astype(np.float32)
+        item_factors = np.random.rand(n, k).astype(np.float32)
+    else:
+        user_factors = rng.random((m, k), dtype=np.float32)
+        item_factors = rng.random((n, k), dtype=np.float32)
+    model._fit_coo(coo, user_factors, item_factors, rng, params)
+    return model.user_factors_, model.item_factors_

@@ -1,0 +1,321 @@
+"""The input boundary: any accepted input becomes checked, contiguous COO arrays.
+
+Kernels do no bounds checks, so everything a kernel will index with is checked
+here, once, before the first kernel call.
+"""
+
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+
+_INT32_MAX = np.iinfo(np.int32).max
+DUPLICATE_POLICIES = ("raise", "sum", "last")
+
+
+@dataclass(frozen=True)
+class Coo:
+    """Checked COO data, ready for the kernels.
+
+    Attributes
+    ----------
+    rows, cols : ndarray of int32 (int64 when a dimension exceeds 2**31 - 1), shape (nnz,)
+    values : ndarray of float32, shape (nnz,), all finite
+    shape : tuple of two ints, every index below it
+    """
+
+    rows: np.ndarray
+    cols: np.ndarray
+    values: np.ndarray
+    shape: tuple
+
+    @property
+    def nnz(self):
+        """Number of observed entries."""
+        return self.rows.shape[0]
+
+
+def check_coo(X, shape=None, *, duplicates="raise"):
+    """Turn ``X`` into checked :class:`Coo` arrays.
+
+    Parameters
+    ----------
+    X : array_like of shape (m, n), scipy.sparse matrix or array, or tuple
+        A dense matrix whose non-zero entries are the observations (0 means
+        missing, as in the reference notebook); a sparse matrix whose stored
+        entries are the observations (explicit zeros included); or a tuple
+        ``(rows, cols, values)`` of equal-length 1-D arrays.
+    shape : tuple of two ints, optional
+        ``(n_users, n_items)``. For triplets it defaults to one more than the
+        largest row and column index; for matrices it must equal ``X.shape``.
+    duplicates : {"raise", "sum", "last"}, default="raise"
+        What to do with a (row, col) pair given more than once.
+
+    Returns
+    -------
+    Coo
+    """
+    if duplicates not in DUPLICATE_POLICIES:
+        raise ValueError(
+            f"duplicates must be one of {DUPLICATE_POLICIES}, got {duplicates!r}."
+        )
+    if shape is not None:
+        shape = _check_shape(shape)
+
+    if isinstance(X, tuple):
+        if len(X) != 3:
+            raise ValueError(
+                f"A tuple input must be (rows, cols, values); got a tuple of length {len(X)}. "
+                "Pass a dense matrix as a numpy array, not a tuple."
+            )
+        rows, cols, values = (_as_1d(a, name) for a, name in zip(X, ("rows", "cols", "values")))
+        if not (rows.shape[0] == cols.shape[0] == values.shape[0]):
+            raise ValueError(
+                f"rows, cols and values must have the same length; got {rows.shape[0]}, "
+                f"{cols.shape[0]} and {values.shape[0]}."
+            )
+        maybe_duplicates = True
+    elif sp.issparse(X):
+        _check_matrix_shape(X.shape, shape)
+        shape = X.shape
+        # has_canonical_format means sorted indices without duplicates.
+        maybe_duplicates = not getattr(X, "has_canonical_format", False)
+        coo = X.tocoo()
+        rows, cols, values = coo.row, coo.col, coo.data
+    else:
+        if isinstance(X, (str, bytes, dict, set)) or X is None:
+            raise TypeError(
+                f"Cannot factorize a {type(X).__name__}: pass a 2-D numpy array, a "
+                "scipy.sparse matrix, or a (rows, cols, values) tuple."
+            )
+        dense = np.asarray(X)
+        if dense.ndim != 2:
+            raise ValueError(
+                f"A dense input must be 2-D (users x items); got {dense.ndim} dimension(s) "
+                f"with shape {dense.shape}. For COO data pass a (rows, cols, values) tuple."
+            )
+        _check_matrix_shape(dense.shape, shape)
+        shape = dense.shape
+        _check_value_dtype(dense, "X")
+        if dense.dtype.kind == "f":
+            bad = ~np.isfinite(dense)
+            if bad.any():
+                r, c = np.argwhere(bad)[0]
+                raise ValueError(
+                    f"X contains NaN or infinity (first at row {r}, column {c}: "
+                    f"{dense[r, c]}). In a dense input 0 marks a missing entry: replace "
+                    "NaN by 0, or pass a sparse matrix or (rows, cols, values) tuple."
+                )
+        rows, cols = np.nonzero(dense)
+        values = dense[rows, cols]
+        maybe_duplicates = False
+
+    if rows.shape[0] == 0:
+        raise ValueError(
+            "The input has no observed entries: there is nothing to factorize. "
+            "In a dense matrix observations are the non-zero entries."
+        )
+    rows = _check_indices(rows, "rows", "row")
+    cols = _check_indices(cols, "cols", "column")
+    values = _check_values(values)
+
+    if shape is None:
+        shape = (int(rows.max()) + 1, int(cols.max()) + 1)
+    else:
+        for idx, dim, what, axis in ((rows, shape[0], "row", 0), (cols, shape[1], "column", 1)):
+            top = int(idx.max())
+            if top >= dim:
+                raise ValueError(
+                    f"{what} index {top} is out of range for shape {shape} (axis {axis} has "
+                    f"{dim} entries). Pass a larger shape, or omit it to infer it."
+                )
+
+    index_dtype = np.int32 if max(shape) <= _INT32_MAX else np.int64
+    rows = np.ascontiguousarray(rows, dtype=index_dtype)
+    cols = np.ascontiguousarray(cols, dtype=index_dtype)
+    if maybe_duplicates:
+        rows, cols, values = _handle_duplicates(rows, cols, values, shape, duplicates)
+    return Coo(rows, cols, np.ascontiguousarray(values, dtype=np.float32), shape)
+
+
+def check_binary_labels(values, labels):
+    """Map binary responses to float32 {-1, +1}.
+
+    Parameters
+    ----------
+    values : ndarray of float32, shape (nnz,)
+    labels : {"pm1", "01"}
+        "pm1" accepts exactly {-1, +1}; "01" accepts exactly {0, 1} (0 becomes -1).
+
+    Returns
+    -------
+    ndarray of float32, shape (nnz,), values in {-1, +1}
+    """
+    accepted = {"pm1": (-1.0, 1.0), "01": (0.0, 1.0)}
+    if labels not in accepted:
+        raise ValueError(f"labels must be 'pm1' or '01', got {labels!r}.")
+    negative, positive = accepted[labels]
+    bad = (values != negative) & (values != positive)
+    if bad.any():
+        where = int(np.flatnonzero(bad)[0])
+        found = np.unique(values[bad])[:5]
+        hint = (
+            " For {0, 1} labels in a sparse matrix or triplets, pass labels='01'."
+            if labels == "pm1" and np.all(np.isin(values, (0.0, 1.0)))
+            else ""
+        )
+        raise ValueError(
+            f"Binary responses must be {negative:g} or {positive:g} (labels={labels!r}); "
+            f"found {found.tolist()} (first at entry {where}).{hint}"
+        )
+    if labels == "01":
+        return np.where(values == positive, np.float32(1.0), np.float32(-1.0))
+    return values
+
+
+def check_pairs(rows, cols, shape):
+    """Check (user, item) query pairs against a fitted shape.
+
+    Returns
+    -------
+    rows, cols : ndarray of int64, broadcast to a common shape and flattened
+    out_shape : tuple, the broadcast shape of the inputs
+    """
+    rows = np.asarray(rows)
+    cols = np.asarray(cols)
+    try:
+        rows, cols = np.broadcast_arrays(rows, cols)
+    except ValueError:
+        raise ValueError(
+            f"rows and cols must have the same shape (or broadcast); got {rows.shape} "
+            f"and {cols.shape}."
+        ) from None
+    out_shape = rows.shape
+    flat_rows = _check_indices(rows.ravel(), "rows", "user")
+    flat_cols = _check_indices(cols.ravel(), "cols", "item")
+    for idx, dim, what in ((flat_rows, shape[0], "user"), (flat_cols, shape[1], "item")):
+        if idx.size and int(idx.max()) >= dim:
+            raise ValueError(
+                f"{what} id {int(idx.max())} is out of range: the model was fitted with "
+                f"{dim} {what}s (ids 0 to {dim - 1})."
+            )
+    return (
+        np.ascontiguousarray(flat_rows, dtype=np.int64),
+        np.ascontiguousarray(flat_cols, dtype=np.int64),
+        out_shape,
+    )
+
+
+def check_index(index, size, what):
+    """Return ``index`` as a Python int after checking ``0 <= index < size``."""
+    if isinstance(index, (bool, np.bool_)) or not isinstance(index, Integral):
+        raise TypeError(f"{what} id must be an integer, got {index!r}.")
+    if not 0 <= index < size:
+        raise ValueError(
+            f"{what} id {index} is out of range: the model has {size} {what}s "
+            f"(ids 0 to {size - 1})."
+        )
+    return int(index)
+
+
+def _as_1d(a, name):
+    arr = np.asarray(a)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {arr.shape}.")
+    return arr
+
+
+def _check_shape(shape):
+    try:
+        m, n = shape
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be a pair (n_users, n_items), got {shape!r}.") from None
+    for dim in (m, n):
+        if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, Integral) or dim < 1:
+            raise ValueError(
+                f"shape must hold two positive integers (n_users, n_items), got {shape!r}."
+            )
+    return (int(m), int(n))
+
+
+def _check_matrix_shape(actual, given):
+    if given is not None and tuple(actual) != given:
+        raise ValueError(
+            f"shape={given} does not match the matrix's shape {tuple(actual)}; "
+            "shape is only needed for (rows, cols, values) input."
+        )
+
+
+def _check_value_dtype(arr, name):
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must hold real numbers; got dtype {arr.dtype}. Convert it with "
+            ".astype(float) if its entries are numeric."
+        )
+
+
+def _check_values(values):
+    _check_value_dtype(values, "values")
+    as_float32 = np.asarray(values, dtype=np.float32)
+    bad = ~np.isfinite(as_float32)
+    if bad.any():
+        where = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"values contain NaN or infinity (first at entry {where}: {values[where]!r}; "
+            "values are stored as float32, so magnitudes above 3.4e38 overflow). "
+            "Drop or impute those entries before fitting."
+        )
+    return as_float32
+
+
+def _check_indices(idx, name, what):
+    kind = idx.dtype.kind
+    if kind in "iu":
+        pass
+    elif kind == "f":
+        integral = np.isfinite(idx) & (idx == np.round(idx))
+        if not integral.all():
+            where = int(np.flatnonzero(~integral)[0])
+            raise ValueError(
+                f"{name} must hold integer {what} ids; entry {where} is {idx[where]!r}."
+            )
+        idx = idx.astype(np.int64)
+    else:
+        raise TypeError(f"{name} must hold integer {what} ids; got dtype {idx.dtype}.")
+    if idx.size and kind != "u" and int(idx.min()) < 0:
+        where = int(np.flatnonzero(idx < 0)[0])
+        raise ValueError(
+            f"{name} contains a negative {what} id ({int(idx[where])} at entry {where}); "
+            "ids must be 0-based and non-negative."
+        )
+    if kind == "u" and idx.size and int(idx.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} contains a {what} id too large for int64.")
+    return idx
+
+
+def _handle_duplicates(rows, cols, values, shape, policy):
+    keys = rows.astype(np.int64) * shape[1] + cols
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    is_repeat = sorted_keys[1:] == sorted_keys[:-1]
+    if not is_repeat.any():
+        return rows, cols, values
+    if policy == "raise":
+        first = int(np.flatnonzero(is_repeat)[0])
+        r, c = divmod(int(sorted_keys[first]), shape[1])
+        count = int(is_repeat.sum())
+        raise ValueError(
+            f"The input gives {count} (row, col) pair(s) more than once, e.g. ({r}, {c}). "
+            "Remove the duplicates, or pass duplicates='sum' or duplicates='last'."
+        )
+    starts = np.concatenate(([0], np.flatnonzero(~is_repeat) + 1))
+    unique_keys = sorted_keys[starts]
+    if policy == "sum":
+        merged = np.add.reduceat(values[order].astype(np.float64), starts)
+        merged = _check_values(merged)
+    else:  # "last": the stable sort keeps input order within a key
+        ends = np.concatenate((starts[1:], [sorted_keys.shape[0]])) - 1
+        merged = values[order[ends]]
+    new_rows, new_cols = np.divmod(unique_keys, shape[1])
+    return new_rows.astype(rows.dtype), new_cols.astype(cols.dtype), merged

@@ -1,0 +1,111 @@
+"""Data generators for demos, tests and benchmarks."""
+
+from collections import namedtuple
+from numbers import Integral
+
+import numpy as np
+
+__all__ = ["Ratings", "make_synthetic"]
+
+Ratings = namedtuple("Ratings", ["rows", "cols", "values", "shape"])
+Ratings.__doc__ = """COO ratings: ``fit((r.rows, r.cols, r.values), shape=r.shape)``.
+
+Attributes
+----------
+rows : ndarray of int32, shape (nnz,)
+cols : ndarray of int32, shape (nnz,)
+values : ndarray of float32, shape (nnz,)
+shape : tuple (n_users, n_items)
+"""
+
+
+def make_synthetic(
+    n_users=20_000,
+    n_items=2_000,
+    n_ratings=1_000_000,
+    rank=10,
+    skew=0.8,
+    noise=0.5,
+    stars=True,
+    random_state=0,
+):
+    """Generate a seeded synthetic rating set with power-law popularity.
+
+    Users and items get Zipf-like popularity (the j-th most popular has weight
+    ``(j + 1) ** -skew``), so a few users rate a lot and a few items are rated
+    a lot, as in real rating data. Each rating is
+    ``3.5 + b_u + b_i + U_u . V_i + noise * eps`` with a rank-``rank`` signal
+    of unit variance, biases of spread 0.3 and 0.5, and Gaussian noise; with
+    ``stars=True`` it is rounded and clipped to the 1-5 star scale. No (user,
+    item) pair appears twice, and the entries come in random order.
+
+    Parameters
+    ----------
+    n_users, n_items : int
+    n_ratings : int
+        At most a third of ``n_users * n_items``.
+    rank : int, default=10
+        Rank of the latent signal.
+    skew : float, default=0.8
+        Popularity exponent; 0 is uniform.
+    noise : float, default=0.5
+        Standard deviation of the Gaussian noise (before rounding).
+    stars : bool, default=True
+        Round to integer stars 1..5; otherwise keep real values.
+    random_state : int, default=0
+
+    Returns
+    -------
+    Ratings
+        ``(rows, cols, values, shape)``.
+    """
+    for name, value in (("n_users", n_users), ("n_items", n_items), ("n_ratings", n_ratings),
+                        ("rank", rank)):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if n_ratings > n_users * n_items / 3:
+        raise ValueError(
+            f"n_ratings={n_ratings} is too dense for {n_users} x {n_items}; use at most a "
+            "third of n_users * n_items."
+        )
+    if skew < 0 or noise < 0:
+        raise ValueError("skew and noise must be non-negative.")
+    rng = np.random.default_rng(random_state)
+    user_weights = _popularity(n_users, skew, rng)
+    item_weights = _popularity(n_items, skew, rng)
+
+    keys = np.empty(0, dtype=np.int64)
+    while keys.shape[0] < n_ratings:
+        # Popular pairs repeat; draw a margin and drop the repeats.
+        draw = int((n_ratings - keys.shape[0]) * 1.3) + 1000
+        users = _draw(user_weights, draw, rng)
+        items = _draw(item_weights, draw, rng)
+        keys = np.unique(np.concatenate((keys, users * n_items + items)))
+    keys = keys[rng.permutation(keys.shape[0])[:n_ratings]]
+    rows, cols = np.divmod(keys, n_items)
+
+    scale = 1.0 / np.sqrt(rank)
+    user_latent = rng.standard_normal((n_users, rank)) * np.sqrt(scale)
+    item_latent = rng.standard_normal((n_items, rank)) * np.sqrt(scale)
+    user_bias = 0.3 * rng.standard_normal(n_users)
+    item_bias = 0.5 * rng.standard_normal(n_items)
+    signal = np.einsum("ij,ij->i", user_latent[rows], item_latent[cols])
+    values = 3.5 + user_bias[rows] + item_bias[cols] + signal
+    values += noise * rng.standard_normal(n_ratings)
+    if stars:
+        values = np.clip(np.rint(values), 1, 5)
+    return Ratings(
+        rows.astype(np.int32), cols.astype(np.int32), values.astype(np.float32),
+        (n_users, n_items),
+    )
+
+
+def _popularity(n, skew, rng):
+    weights = np.arange(1, n + 1, dtype=np.float64) ** -skew
+    weights = weights[rng.permutation(n)]
+    return np.cumsum(weights / weights.sum())
+
+
+def _draw(cumulative, size, rng):
+    ids = np.searchsorted(cumulative, rng.random(size) * cumulative[-1], side="right")
+    return np.minimum(ids, cumulative.shape[0] - 1).astype(np.int64)

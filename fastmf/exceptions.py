@@ -1,0 +1,23 @@
+"""Exceptions and warnings raised by fastmf."""
+
+__all__ = ["ConvergenceWarning", "DivergenceError", "NotFittedError"]
+
+
+class NotFittedError(ValueError, AttributeError):
+    """A method that needs a fitted model was called before ``fit``.
+
+    Subclasses both ``ValueError`` and ``AttributeError``, like scikit-learn's
+    exception of the same name, so code written for either keeps working.
+    """
+
+
+class ConvergenceWarning(UserWarning):
+    """``fit`` stopped at ``n_epochs`` before the objective met ``tol``."""
+
+
+class DivergenceError(FloatingPointError):
+    """Training produced a non-finite objective or non-finite factors.
+
+    The model is left as it was before the failed ``fit``. A smaller learning
+    rate (``lr``) or a larger ``l2`` usually fixes it.
+    """

@@ -1,0 +1,50 @@
+"""Plain-numpy oracles for the kernels: slow, obvious, float64."""
+
+import numpy as np
+
+
+def data_loss(loss, value, score):
+    if loss == "squared":
+        return 0.5 * (value - score) ** 2
+    return np.logaddexp(0.0, -value * score)
+
+
+def neg_dloss_dscore(loss, value, score):
+    """Minus the derivative of the data loss with respect to the score."""
+    if loss == "squared":
+        return value - score
+    return value / (1.0 + np.exp(value * score))
+
+
+def sgd_epoch(loss, rows, cols, values, order, user_factors, item_factors, lr, l2):
+    """One SGD pass; returns new factor arrays and the summed pre-update loss."""
+    P = user_factors.astype(np.float64)
+    Q = item_factors.astype(np.float64)
+    total = 0.0
+    for idx in order:
+        u, i, r = rows[idx], cols[idx], float(values[idx])
+        p, q = P[u].copy(), Q[i].copy()
+        score = p @ q
+        total += data_loss(loss, r, score)
+        g = neg_dloss_dscore(loss, r, score)
+        P[u] = p + lr * (g * q - l2 * p)
+        Q[i] = q + lr * (g * p - l2 * q)
+    return P, Q, total
+
+
+def objective(loss, rows, cols, values, user_factors, item_factors, l2):
+    """The models' objective L, straight from its formula."""
+    P = user_factors.astype(np.float64)
+    Q = item_factors.astype(np.float64)
+    terms = []
+    for u, i, r in zip(rows, cols, values):
+        score = P[u] @ Q[i]
+        penalty = 0.5 * l2 * (P[u] @ P[u] + Q[i] @ Q[i])
+        terms.append(data_loss(loss, float(r), score) + penalty)
+    return float(np.mean(terms))
+
+
+def entry_gradient(loss, value, p, q, l2):
+    """Gradient of one entry's term f_ui with respect to (p_u, q_i)."""
+    g = neg_dloss_dscore(loss, value, p @ q)
+    return -g * q + l2 * p, -g * p + l2 * q

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+# The reference notebook's matrices, copied from its printed output.
+NOTEBOOK_RATINGS = np.array(
+    [
+        [0, 0, 0, 0, 3, 4, 1, 2, 0, 0],
+        [0, 0, 0, 0, 5, 0, 1, 0, 0, 0],
+        [0, 0, 0, 0, 0, 4, 0, 0, 0, 3],
+        [0, 0, 0, 0, 0, 0, 0, 4, 2, 0],
+        [0, 0, 1, 0, 2, 0, 0, 0, 0, 2],
+    ]
+)
+NOTEBOOK_B_RATINGS = np.array(
+    [
+        [1, 1, 0, 0, 0, 1, 0, 0, -1, 0],
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        [0, -1, 0, 0, -1, 0, 0, 0, 0, -1],
+        [0, 0, 0, -1, 1, -1, 0, 0, -1, -1],
+        [0, 0, -1, 0, 0, 0, 0, 0, 0, 0],
+    ]
+)
+
+
+@pytest.fixture
+def notebook_ratings():
+    return NOTEBOOK_RATINGS.copy()
+
+
+@pytest.fixture
+def notebook_b_ratings():
+    return NOTEBOOK_B_RATINGS.copy()
+
+
+def random_coo(seed, m=30, n=20, nnz=200, binary=False):
+    """Distinct random (row, col) pairs with ratings or +-1 labels."""
+    rng = np.random.default_rng(seed)
+    keys = rng.choice(m * n, size=nnz, replace=False)
+    rows, cols = np.divmod(keys, n)
+    if binary:
+        values = rng.choice([-1.0, 1.0], size=nnz)
+    else:
+        values = rng.integers(1, 6, size=nnz).astype(float)
+    return rows.astype(np.int32), cols.astype(np.int32), values.astype(np.float32), (m, n)
+
+
+def low_rank(seed, m=300, n=200, rank=5, observed=0.2, noise=0.1):
+    """A rank-`rank` matrix with unit-variance entries, observed at random with noise.
+
+    Returns train and test triplets (the unobserved entries are the test set).
+    """
+    rng = np.random.default_rng(seed)
+    U = rng.standard_normal((m, rank)) / rank**0.25
+    V = rng.standard_normal((n, rank)) / rank**0.25
+    truth = U @ V.T
+    mask = rng.random((m, n)) < observed
+    rows, cols = np.nonzero(mask)
+    values = truth[rows, cols] + noise * rng.standard_normal(rows.size)
+    test_rows, test_cols = np.nonzero(~mask)
+    return (rows, cols, values.astype(np.float32)), (test_rows, test_cols, truth[~mask])
+
+
+@pytest.fixture
+def coo_ratings():
+    return random_coo(0)
+
+
+@pytest.fixture
+def coo_labels():
+    return random_coo(1, binary=True)

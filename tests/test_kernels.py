@@ -1,0 +1,137 @@
+"""Every kernel against the plain-numpy oracle in _reference.py."""
+
+import numpy as np
+import pytest
+from _reference import entry_gradient, objective, sgd_epoch
+from conftest import random_coo
+
+from fastmf import _kernels
+
+EPOCH = {"squared": _kernels.sgd_epoch_squared, "logistic": _kernels.sgd_epoch_logistic}
+OBJECTIVE = {"squared": _kernels.objective_squared, "logistic": _kernels.objective_logistic}
+
+
+def factors(seed, m, n, k, scale=0.5):
+    rng = np.random.default_rng(seed)
+    return (
+        (scale * rng.standard_normal((m, k))).astype(np.float32),
+        (scale * rng.standard_normal((n, k))).astype(np.float32),
+    )
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+@pytest.mark.parametrize("k", [1, 3, 16])
+def test_one_epoch_matches_reference(loss, k):
+    rows, cols, values, (m, n) = random_coo(2, binary=loss == "logistic")
+    P, Q = factors(3, m, n, k)
+    order = np.random.default_rng(4).permutation(rows.size)
+    # Visit some entries twice, so that updates build on updated rows.
+    order = np.concatenate([order, order[:50]])
+    lr, l2 = 0.05, 0.1
+    P_ref, Q_ref, loss_ref = sgd_epoch(loss, rows, cols, values, order, P, Q, lr, l2)
+    returned = EPOCH[loss](rows, cols, values, order, P, Q, np.float32(lr), np.float32(l2))
+    np.testing.assert_allclose(P, P_ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(Q, Q_ref, rtol=1e-4, atol=1e-5)
+    assert returned == pytest.approx(loss_ref, rel=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_epoch_visits_only_the_order_and_uses_old_values(loss):
+    # Two entries sharing a user: after visiting only the first, the second
+    # item's row must be untouched, and the step must use the old p_u for q_i.
+    rows = np.array([0, 0], dtype=np.int32)
+    cols = np.array([0, 1], dtype=np.int32)
+    values = np.array([1.0, -1.0], dtype=np.float32)
+    P = np.array([[0.3, -0.2]], dtype=np.float32)
+    Q = np.array([[0.5, 0.1], [0.7, 0.7]], dtype=np.float32)
+    p0, q0 = P[0].astype(float), Q[0].astype(float)
+    EPOCH[loss](rows, cols, values, np.array([0]), P, Q, np.float32(0.1), np.float32(0.2))
+    g = (1.0 - p0 @ q0) if loss == "squared" else 1.0 / (1.0 + np.exp(p0 @ q0))
+    np.testing.assert_allclose(P[0], p0 + 0.1 * (g * q0 - 0.2 * p0), rtol=1e-6)
+    np.testing.assert_allclose(Q[0], q0 + 0.1 * (g * p0 - 0.2 * q0), rtol=1e-6)
+    np.testing.assert_array_equal(Q[1], np.float32([0.7, 0.7]))
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_objective_matches_formula(loss):
+    rows, cols, values, (m, n) = random_coo(5, binary=loss == "logistic")
+    P, Q = factors(6, m, n, 4)
+    l2 = 0.3
+    data = OBJECTIVE[loss](rows, cols, values, P, Q)
+    counts_u = np.bincount(rows, minlength=m)
+    counts_i = np.bincount(cols, minlength=n)
+    penalty = counts_u @ (P.astype(float) ** 2).sum(1) + counts_i @ (Q.astype(float) ** 2).sum(1)
+    got = (data + 0.5 * l2 * penalty) / rows.size
+    assert got == pytest.approx(objective(loss, rows, cols, values, P, Q, l2), rel=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_sgd_step_is_the_entry_gradient_by_finite_differences(loss):
+    # One entry, tiny lr: the kernel's step divided by -lr is the gradient of
+    # f_ui, which we check by central differences of the reference objective.
+    rng = np.random.default_rng(7)
+    k, l2, lr = 4, 0.2, 1e-3
+    p = rng.standard_normal(k)
+    q = rng.standard_normal(k)
+    value = 1.0 if loss == "logistic" else 2.5
+    rows = np.array([0], dtype=np.int32)
+    cols = np.array([0], dtype=np.int32)
+    values = np.array([value], dtype=np.float32)
+
+    def f(p_, q_):
+        return objective(loss, rows, cols, values, p_[None], q_[None], l2)
+
+    eps = 1e-6
+    numeric_p = np.array([(f(p + eps * e, q) - f(p - eps * e, q)) / (2 * eps) for e in np.eye(k)])
+    numeric_q = np.array([(f(p, q + eps * e) - f(p, q - eps * e)) / (2 * eps) for e in np.eye(k)])
+    grad_p, grad_q = entry_gradient(loss, value, p, q, l2)
+    np.testing.assert_allclose(grad_p, numeric_p, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(grad_q, numeric_q, rtol=1e-5, atol=1e-7)
+
+    P = p[None].astype(np.float32)
+    Q = q[None].astype(np.float32)
+    EPOCH[loss](rows, cols, values, np.array([0]), P, Q, np.float32(lr), np.float32(l2))
+    np.testing.assert_allclose((P[0] - p.astype(np.float32)) / -lr, numeric_p, rtol=2e-2, atol=2e-3)
+    np.testing.assert_allclose((Q[0] - q.astype(np.float32)) / -lr, numeric_q, rtol=2e-2, atol=2e-3)
+
+
+@pytest.mark.parametrize("margin", [-200.0, -30.0, -1e-3, 0.0, 1e-3, 30.0, 200.0])
+def test_logistic_is_stable_for_extreme_scores(margin):
+    # p . q = margin with a +1 label; no overflow, and loss/gradient match the math.
+    P = np.array([[margin]], dtype=np.float32)
+    Q = np.array([[1.0]], dtype=np.float32)
+    rows = cols = np.array([0], dtype=np.int32)
+    values = np.array([1.0], dtype=np.float32)
+    data = _kernels.objective_logistic(rows, cols, values, P, Q)
+    assert np.isfinite(data)
+    assert data == pytest.approx(np.logaddexp(0.0, -margin), rel=1e-6, abs=1e-12)
+    returned = _kernels.sgd_epoch_logistic(
+        rows, cols, values, np.array([0]), P, Q, np.float32(1.0), np.float32(0.0)
+    )
+    assert returned == pytest.approx(np.logaddexp(0.0, -margin), rel=1e-5, abs=1e-7)
+    expected_step = 1.0 / (1.0 + np.exp(np.clip(margin, -700, 700)))  # sigmoid(-margin)
+    assert Q[0, 0] == pytest.approx(1.0 + expected_step * margin, rel=1e-5, abs=1e-6)
+    assert np.isfinite(P).all() and np.isfinite(Q).all()
+
+
+def test_predict_coo_matches_dot_products():
+    P, Q = factors(8, 7, 5, 6)
+    rows = np.array([0, 6, 3, 3], dtype=np.int64)
+    cols = np.array([4, 0, 2, 2], dtype=np.int64)
+    out = np.empty(4, dtype=np.float32)
+    _kernels.predict_coo(rows, cols, P, Q, out)
+    expected = np.einsum("ij,ij->i", P[rows].astype(float), Q[cols].astype(float))
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+
+
+def test_each_kernel_compiles_once_per_signature():
+    rows, cols, values, (m, n) = random_coo(9)
+    P, Q = factors(10, m, n, 3)
+    order = np.arange(rows.size)
+    for _ in range(3):
+        _kernels.sgd_epoch_squared(rows, cols, values, order, P, Q, np.float32(0.01), np.float32(0))
+        _kernels.objective_squared(rows, cols, values, P, Q)
+    int32_signatures = [
+        sig for sig in _kernels.sgd_epoch_squared.signatures if "int32" in str(sig[0])
+    ]
+    assert len(int32_signatures) == 1
