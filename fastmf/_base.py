@@ -75,6 +75,7 @@ class MatrixFactorization:
         l2=0.05,
         n_epochs=100,
         tol=1e-4,
+        n_iter_no_change=3,
         init_scale=0.1,
         random_state=None,
         n_threads=1,
@@ -85,6 +86,7 @@ class MatrixFactorization:
         self.l2 = l2
         self.n_epochs = n_epochs
         self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
         self.init_scale = init_scale
         self.random_state = random_state
         self.n_threads = n_threads
@@ -155,6 +157,7 @@ class MatrixFactorization:
         number("lr", 0, False)
         number("l2", 0, True)
         number("n_epochs", 1, True, integer=True)
+        number("n_iter_no_change", 1, True, integer=True)
         number("init_scale", 0, False)
         if p["tol"] is not None:
             number("tol", 0, True)
@@ -231,9 +234,10 @@ class MatrixFactorization:
             penalty += item_counts @ np.einsum("ij,ij->i", item_factors, item_factors, dtype=float)
             return (data + 0.5 * float(l2) * penalty) / coo.nnz
 
-        previous = objective()
+        best = objective()
         loss_curve = []
         converged = False
+        epochs_without_improvement = 0
         for epoch in range(1, n_epochs + 1):
             order = rng.permutation(coo.nnz)
             start = time.perf_counter()
@@ -251,7 +255,9 @@ class MatrixFactorization:
                     f"lr={params['lr'] / 10:g}, or a larger l2. The model was not changed."
                 )
             loss_curve.append(current)
-            decrease = (previous - current) / abs(previous) if previous != 0 else 0.0
+            # SGD makes the objective noisy near the optimum, so progress is
+            # measured against the best value so far, over several epochs.
+            decrease = (best - current) / abs(best) if best != 0 else 0.0
             if params["verbose"]:
                 print(
                     f"epoch {epoch:>4}/{n_epochs}  objective {current:.6g}  "
@@ -260,14 +266,19 @@ class MatrixFactorization:
                     flush=True,
                 )
             if tol is not None and decrease < tol:
-                converged = True
-                break
-            previous = current
+                epochs_without_improvement += 1
+                if epochs_without_improvement >= params["n_iter_no_change"]:
+                    converged = True
+                    break
+            else:
+                epochs_without_improvement = 0
+            best = min(best, current)
 
         if tol is not None and not converged:
             warnings.warn(
-                f"{type(self).__name__} stopped at n_epochs={n_epochs} before the relative "
-                f"decrease of the objective fell below tol={tol:g}. Increase n_epochs or lr, "
+                f"{type(self).__name__} stopped at n_epochs={n_epochs} before converging (the "
+                f"objective still improved by a relative tol={tol:g} within the last "
+                f"{params['n_iter_no_change']} epochs). Increase n_epochs or lr, "
                 "or set tol=None to run a fixed number of epochs.",
                 ConvergenceWarning,
                 stacklevel=3,
@@ -294,16 +305,16 @@ class MatrixFactorization:
     @property
     def P(self):
         """User factors, read-only (the reference notebook's name for ``user_factors_``)."""
-        return self._read_only(self.user_factors_)
+        return self._read_only("user_factors_")
 
     @property
     def Q(self):
         """Item factors, read-only (the reference notebook's name for ``item_factors_``)."""
-        return self._read_only(self.item_factors_)
+        return self._read_only("item_factors_")
 
-    def _read_only(self, factors):
+    def _read_only(self, name):
         self._check_is_fitted()
-        view = factors.view()
+        view = getattr(self, name).view()
         view.flags.writeable = False
         return view
 

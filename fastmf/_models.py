@@ -34,10 +34,15 @@ class RealValueMF(MatrixFactorization):
     n_epochs : int, default=100
         Maximum number of passes over the observed entries.
     tol : float or None, default=1e-4
-        Stop when the relative decrease of the objective in one epoch,
-        ``(L_prev - L) / |L_prev|``, falls below ``tol``. ``None`` runs exactly
-        ``n_epochs`` epochs. A run that hits ``n_epochs`` first warns with
+        Convergence threshold: an epoch "improves" when it lowers the best
+        objective so far by a relative amount ``(L_best - L) / |L_best|`` of at
+        least ``tol``. Training stops after ``n_iter_no_change`` consecutive
+        epochs without improvement. ``None`` runs exactly ``n_epochs`` epochs. A
+        run that hits ``n_epochs`` first warns with
         :class:`fastmf.exceptions.ConvergenceWarning`.
+    n_iter_no_change : int, default=3
+        Epochs without improvement before stopping; more than one, because SGD
+        makes the objective fluctuate near the optimum.
     init_scale : float, default=0.1
         Initial factors are drawn from N(0, init_scale**2 / k), so initial
         scores have a spread of about ``init_scale**2`` whatever ``k`` is.
@@ -117,8 +122,10 @@ class BinaryMF(MatrixFactorization):
     n_epochs : int, default=100
         Maximum number of passes over the observed entries.
     tol : float or None, default=1e-4
-        Stop when the relative decrease of the objective in one epoch falls
-        below ``tol``; ``None`` runs exactly ``n_epochs`` epochs.
+        Convergence threshold, as in :class:`RealValueMF`; ``None`` runs
+        exactly ``n_epochs`` epochs.
+    n_iter_no_change : int, default=3
+        Epochs without a relative improvement of ``tol`` before stopping.
     init_scale : float, default=0.5
         Initial factors are drawn from N(0, init_scale**2 / k). It is larger
         than RealValueMF's because with near-zero factors the logistic
@@ -156,6 +163,7 @@ class BinaryMF(MatrixFactorization):
         l2=0.05,
         n_epochs=100,
         tol=1e-4,
+        n_iter_no_change=3,
         init_scale=0.5,
         random_state=None,
         n_threads=1,
@@ -168,6 +176,7 @@ class BinaryMF(MatrixFactorization):
             l2=l2,
             n_epochs=n_epochs,
             tol=tol,
+            n_iter_no_change=n_iter_no_change,
             init_scale=init_scale,
             random_state=random_state,
             n_threads=n_threads,

@@ -75,12 +75,12 @@ def check_coo(X, shape=None, *, duplicates="raise"):
                 f"rows, cols and values must have the same length; got {rows.shape[0]}, "
                 f"{cols.shape[0]} and {values.shape[0]}."
             )
-        maybe_duplicates = True
+        row_major = False
     elif sp.issparse(X):
         _check_matrix_shape(X.shape, shape)
         shape = X.shape
-        # has_canonical_format means sorted indices without duplicates.
-        maybe_duplicates = not getattr(X, "has_canonical_format", False)
+        # A canonical CSR matrix is already row-major without duplicates.
+        row_major = X.format == "csr" and X.has_canonical_format
         coo = X.tocoo()
         rows, cols, values = coo.row, coo.col, coo.data
     else:
@@ -109,7 +109,7 @@ def check_coo(X, shape=None, *, duplicates="raise"):
                 )
         rows, cols = np.nonzero(dense)
         values = dense[rows, cols]
-        maybe_duplicates = False
+        row_major = True
 
     if rows.shape[0] == 0:
         raise ValueError(
@@ -134,8 +134,8 @@ def check_coo(X, shape=None, *, duplicates="raise"):
     index_dtype = np.int32 if max(shape) <= _INT32_MAX else np.int64
     rows = np.ascontiguousarray(rows, dtype=index_dtype)
     cols = np.ascontiguousarray(cols, dtype=index_dtype)
-    if maybe_duplicates:
-        rows, cols, values = _handle_duplicates(rows, cols, values, shape, duplicates)
+    if not row_major:
+        rows, cols, values = _sort_row_major(rows, cols, values, shape, duplicates)
     return Coo(rows, cols, np.ascontiguousarray(values, dtype=np.float32), shape)
 
 
@@ -294,13 +294,19 @@ def _check_indices(idx, name, what):
     return idx
 
 
-def _handle_duplicates(rows, cols, values, shape, policy):
+def _sort_row_major(rows, cols, values, shape, policy):
+    """Sort entries by (row, col) and apply the duplicates policy.
+
+    Every input format thus reaches the kernels in the same entry order, so the
+    same data and seed give the same factors whether they came dense, as CSR,
+    CSC, COO or triplets.
+    """
     keys = rows.astype(np.int64) * shape[1] + cols
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]
     is_repeat = sorted_keys[1:] == sorted_keys[:-1]
     if not is_repeat.any():
-        return rows, cols, values
+        return rows[order], cols[order], values[order]
     if policy == "raise":
         first = int(np.flatnonzero(is_repeat)[0])
         r, c = divmod(int(sorted_keys[first]), shape[1])
