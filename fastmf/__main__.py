@@ -11,8 +11,9 @@ from .datasets import make_synthetic
 from .metrics import log_loss, rmse, roc_auc
 
 
-def demo(n_users=50_000, n_items=5_000, n_ratings=1_000_000, k=32, seed=0, out=sys.stdout):
+def demo(n_users=50_000, n_items=5_000, n_ratings=1_000_000, k=32, seed=0, out=None):
     """Train both models on generated ratings and print what they learned."""
+    out = sys.stdout if out is None else out
 
     def say(text=""):
         print(text, file=out, flush=True)
@@ -43,8 +44,9 @@ def demo(n_users=50_000, n_items=5_000, n_ratings=1_000_000, k=32, seed=0, out=s
     predicted = np.clip(model.predict(test_rows, test_cols), 1, 5)
     say(f"{model.n_iter_} epochs in {seconds:.1f} s: "
         f"{train[0].size * model.n_iter_ / seconds / 1e6:.1f}M ratings/s (incl. objective passes)")
+    mean_only = rmse(test_values, np.full_like(test_values, train[2].mean()))
     say(f"held-out RMSE {rmse(test_values, predicted):.4f}   "
-        f"(predicting the training mean: {rmse(test_values, np.full_like(test_values, train[2].mean())):.4f})")
+        f"(predicting the training mean: {mean_only:.4f})")
 
     say("\n== BinaryMF: logistic loss on liked (>= 4 stars -> +1) vs not (-> -1)")
     labels = np.where(train[2] >= 4, 1.0, -1.0).astype(np.float32)

@@ -28,7 +28,7 @@ def check_random_state(random_state):
     is advanced to draw a seed.
     """
     if random_state is None:
-        return np.random.default_rng(np.random.randint(0, 2**63 - 1, dtype=np.int64))
+        return np.random.default_rng(np.random.randint(0, 2**63 - 1, dtype=np.int64))  # noqa: NPY002
     if isinstance(random_state, np.random.Generator):
         return random_state
     if isinstance(random_state, np.random.RandomState):

@@ -270,8 +270,8 @@ def mf(R, k, n_epoch=5000, lr=0.0003, l2=0.04, random_state=None, tol=None):
     rng = check_random_state(random_state)
     if random_state is None:
         # As in the notebook, np.random.seed(...) before the call repeats a run.
-        user_factors = np.random.rand(m, k).astype(np.float32)
-        item_factors = np.random.rand(n, k).astype(np.float32)
+        user_factors = np.random.rand(m, k).astype(np.float32)  # noqa: NPY002
+        item_factors = np.random.rand(n, k).astype(np.float32)  # noqa: NPY002
     else:
         user_factors = rng.random((m, k), dtype=np.float32)
         item_factors = rng.random((n, k), dtype=np.float32)

@@ -5,7 +5,7 @@ here, once, before the first kernel call.
 """
 
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 import scipy.sparse as sp
@@ -257,7 +257,8 @@ def _check_value_dtype(arr, name):
 
 def _check_values(values):
     _check_value_dtype(values, "values")
-    as_float32 = np.asarray(values, dtype=np.float32)
+    with np.errstate(over="ignore"):  # overflow is reported below, with context
+        as_float32 = np.asarray(values, dtype=np.float32)
     bad = ~np.isfinite(as_float32)
     if bad.any():
         where = int(np.flatnonzero(bad)[0])

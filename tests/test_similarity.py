@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from sklearn.metrics.pairwise import cosine_similarity as sk_cosine
+
+from fastmf import cosine_similarity
+from fastmf.similarity import top_similar
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_matches_sklearn_including_zero_rows(dtype):
+    rng = np.random.default_rng(0)
+    A = (rng.standard_normal((6, 4)) * 3).astype(dtype)
+    A[2] = 0
+    B = (rng.standard_normal((5, 4)) * 3).astype(dtype)
+    B[0] = 0
+    for got, expected in ((cosine_similarity(A), sk_cosine(A)),
+                          (cosine_similarity(A, B), sk_cosine(A, B))):
+        assert got.dtype == expected.dtype
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        assert np.isfinite(got).all()
+    assert (cosine_similarity(A)[2] == 0).all()
+
+
+def test_sparse_input_matches_sklearn():
+    rng = np.random.default_rng(1)
+    A = sp.random(8, 5, density=0.4, random_state=1, format="csr")
+    B = rng.standard_normal((3, 5))
+    np.testing.assert_allclose(cosine_similarity(A), sk_cosine(A), rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(cosine_similarity(A, B), sk_cosine(A, B), rtol=1e-6, atol=1e-12)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="same number of columns"):
+        cosine_similarity(np.ones((2, 3)), np.ones((2, 4)))
+    with pytest.raises(ValueError, match="2-D"):
+        cosine_similarity(np.ones(3))
+    with pytest.raises(ValueError, match="NaN"):
+        cosine_similarity(np.array([[np.nan, 1.0]]))
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    factors=arrays(np.float32, st.tuples(st.integers(2, 12), st.integers(1, 4)),
+                   elements=st.sampled_from([-1.0, -0.5, 0.0, 0.5, 1.0, 2.0])),
+    data=st.data(),
+)
+def test_top_similar_equals_brute_force_with_ties(factors, data):
+    # Few distinct values make many ties and zero rows: the top-n must still
+    # equal a full stable sort of the cosine matrix row, self excluded.
+    index = data.draw(st.integers(0, factors.shape[0] - 1))
+    n = data.draw(st.integers(1, factors.shape[0] + 2))
+    ids, scores = top_similar(factors, index, n)
+    row = cosine_similarity(factors)[index].astype(np.float32)
+    candidates = [j for j in range(factors.shape[0]) if j != index]
+    expected = sorted(candidates, key=lambda j: (-row[j], j))[:n]
+    np.testing.assert_allclose(scores, row[expected], atol=1e-6)
+    # Ids agree wherever scores are not within rounding of each other.
+    np.testing.assert_allclose(row[ids], row[expected], atol=1e-6)
+    assert index not in ids and len(set(ids.tolist())) == len(ids)
