@@ -42,11 +42,15 @@ def demo(n_users=50_000, n_items=5_000, n_ratings=1_000_000, k=32, seed=0, out=N
     model.fit(train, shape=data.shape)
     seconds = time.perf_counter() - start
     predicted = np.clip(model.predict(test_rows, test_cols), 1, 5)
-    say(f"{model.n_iter_} epochs in {seconds:.1f} s: "
-        f"{train[0].size * model.n_iter_ / seconds / 1e6:.1f}M ratings/s (incl. objective passes)")
+    say(
+        f"{model.n_iter_} epochs in {seconds:.1f} s: "
+        f"{train[0].size * model.n_iter_ / seconds / 1e6:.1f}M ratings/s (incl. objective passes)"
+    )
     mean_only = rmse(test_values, np.full_like(test_values, train[2].mean()))
-    say(f"held-out RMSE {rmse(test_values, predicted):.4f}   "
-        f"(predicting the training mean: {mean_only:.4f})")
+    say(
+        f"held-out RMSE {rmse(test_values, predicted):.4f}   "
+        f"(predicting the training mean: {mean_only:.4f})"
+    )
 
     say("\n== BinaryMF: logistic loss on liked (>= 4 stars -> +1) vs not (-> -1)")
     labels = np.where(train[2] >= 4, 1.0, -1.0).astype(np.float32)
@@ -57,10 +61,14 @@ def demo(n_users=50_000, n_items=5_000, n_ratings=1_000_000, k=32, seed=0, out=N
     seconds = time.perf_counter() - start
     proba = binary.predict_proba(test_rows, test_cols)
     base_rate = np.full(test_labels.shape, (labels > 0).mean())
-    say(f"{binary.n_iter_} epochs in {seconds:.1f} s: "
-        f"{labels.size * binary.n_iter_ / seconds / 1e6:.1f}M ratings/s (incl. objective passes)")
-    say(f"held-out log loss {log_loss(test_labels, proba):.4f}   "
-        f"(predicting the base rate: {log_loss(test_labels, base_rate):.4f})")
+    say(
+        f"{binary.n_iter_} epochs in {seconds:.1f} s: "
+        f"{labels.size * binary.n_iter_ / seconds / 1e6:.1f}M ratings/s (incl. objective passes)"
+    )
+    say(
+        f"held-out log loss {log_loss(test_labels, proba):.4f}   "
+        f"(predicting the base rate: {log_loss(test_labels, base_rate):.4f})"
+    )
     say(f"held-out AUC      {roc_auc(test_labels, proba):.4f}   (chance: 0.5)")
 
     say("\n== Most similar items (cosine of RealValueMF item factors)")

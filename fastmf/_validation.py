@@ -57,9 +57,7 @@ def check_coo(X, shape=None, *, duplicates="raise"):
     Coo
     """
     if duplicates not in DUPLICATE_POLICIES:
-        raise ValueError(
-            f"duplicates must be one of {DUPLICATE_POLICIES}, got {duplicates!r}."
-        )
+        raise ValueError(f"duplicates must be one of {DUPLICATE_POLICIES}, got {duplicates!r}.")
     if shape is not None:
         shape = _check_shape(shape)
 

@@ -59,8 +59,12 @@ def make_synthetic(
     Ratings
         ``(rows, cols, values, shape)``.
     """
-    for name, value in (("n_users", n_users), ("n_items", n_items), ("n_ratings", n_ratings),
-                        ("rank", rank)):
+    for name, value in (
+        ("n_users", n_users),
+        ("n_items", n_items),
+        ("n_ratings", n_ratings),
+        ("rank", rank),
+    ):
         if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     if n_ratings > n_users * n_items / 3:
@@ -95,7 +99,9 @@ def make_synthetic(
     if stars:
         values = np.clip(np.rint(values), 1, 5)
     return Ratings(
-        rows.astype(np.int32), cols.astype(np.int32), values.astype(np.float32),
+        rows.astype(np.int32),
+        cols.astype(np.int32),
+        values.astype(np.float32),
         (n_users, n_items),
     )
 

@@ -46,8 +46,18 @@ class TestContract:
         model = model_class(k=7, lr=0.02, random_state=3)
         params = model.get_params()
         assert params["k"] == 7 and params["lr"] == 0.02 and params["random_state"] == 3
-        assert set(params) >= {"k", "lr", "l2", "n_epochs", "tol", "init_scale", "random_state",
-                               "n_threads", "verbose", "n_iter_no_change"}
+        assert set(params) >= {
+            "k",
+            "lr",
+            "l2",
+            "n_epochs",
+            "tol",
+            "init_scale",
+            "random_state",
+            "n_threads",
+            "verbose",
+            "n_iter_no_change",
+        }
         cloned = clone(model)
         assert cloned is not model and cloned.get_params() == params
         assert model.set_params(k=9) is model and model.k == 9
@@ -83,8 +93,14 @@ class TestContract:
         dense[rows, cols] = values
         reference = small(model_class).fit((rows, cols, values), shape=shape)
         shuffled = np.random.default_rng(0).permutation(rows.size)
-        inputs = [dense, sp.csr_matrix(dense), sp.coo_array(dense), sp.csc_matrix(dense),
-                  (rows[shuffled], cols[shuffled], values[shuffled]), dense.tolist()]
+        inputs = [
+            dense,
+            sp.csr_matrix(dense),
+            sp.coo_array(dense),
+            sp.csc_matrix(dense),
+            (rows[shuffled], cols[shuffled], values[shuffled]),
+            dense.tolist(),
+        ]
         for X in inputs:
             other = small(model_class).fit(X, shape=shape if isinstance(X, tuple) else None)
             # Entries reach the kernels in one canonical order: identical factors.
@@ -105,8 +121,12 @@ class TestContract:
 
     def test_unfitted_model_raises_not_fitted(self, model_class):
         model = model_class()
-        for call in (lambda: model.predict([0], [0]), lambda: model.similar_items(0),
-                     lambda: model.user_similarity(), lambda: model.P):
+        for call in (
+            lambda: model.predict([0], [0]),
+            lambda: model.similar_items(0),
+            lambda: model.user_similarity(),
+            lambda: model.P,
+        ):
             with pytest.raises(NotFittedError, match="not fitted"):
                 call()
 
@@ -135,8 +155,10 @@ class TestContract:
     def test_similar_items_and_users_match_brute_force(self, model_class):
         rows, cols, values, shape = data_for(model_class)
         model = small(model_class).fit((rows, cols, values), shape=shape)
-        for matrix, method, size in ((model.item_similarity(), model.similar_items, shape[1]),
-                                     (model.user_similarity(), model.similar_users, shape[0])):
+        for matrix, method, size in (
+            (model.item_similarity(), model.similar_items, shape[1]),
+            (model.user_similarity(), model.similar_users, shape[0]),
+        ):
             assert matrix.shape == (size, size)
             ids, scores = method(3, n=5)
             expected = [j for j in np.argsort(-matrix[3], kind="stable") if j != 3][:5]
@@ -200,8 +222,7 @@ def test_binary_labels_01_option():
     assert set(np.unique(a.predict(rows, cols))) <= {0, 1}
     assert set(np.unique(b.predict(rows, cols))) <= {-1, 1}
     proba = b.predict_proba(rows, cols)
-    np.testing.assert_allclose(proba, 1 / (1 + np.exp(-b.decision_function(rows, cols))),
-                               rtol=1e-5)
+    np.testing.assert_allclose(proba, 1 / (1 + np.exp(-b.decision_function(rows, cols))), rtol=1e-5)
 
 
 def test_base_class_cannot_be_fitted():

@@ -7,9 +7,18 @@ import fastmf
 def test_public_namespace_is_pinned():
     assert sorted(fastmf.__all__) == fastmf.__all__
     assert fastmf.__all__ == [
-        "BinaryMF", "ConvergenceWarning", "DivergenceError", "MatrixFactorization",
-        "NotFittedError", "RealValueMF", "__version__", "cosine_similarity", "datasets",
-        "exceptions", "metrics", "mf",
+        "BinaryMF",
+        "ConvergenceWarning",
+        "DivergenceError",
+        "MatrixFactorization",
+        "NotFittedError",
+        "RealValueMF",
+        "__version__",
+        "cosine_similarity",
+        "datasets",
+        "exceptions",
+        "metrics",
+        "mf",
     ]
     for name in fastmf.__all__:
         assert hasattr(fastmf, name)

@@ -17,8 +17,10 @@ def test_matches_sklearn_including_zero_rows(dtype):
     A[2] = 0
     B = (rng.standard_normal((5, 4)) * 3).astype(dtype)
     B[0] = 0
-    for got, expected in ((cosine_similarity(A), sk_cosine(A)),
-                          (cosine_similarity(A, B), sk_cosine(A, B))):
+    for got, expected in (
+        (cosine_similarity(A), sk_cosine(A)),
+        (cosine_similarity(A, B), sk_cosine(A, B)),
+    ):
         assert got.dtype == expected.dtype
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
         assert np.isfinite(got).all()
@@ -44,8 +46,11 @@ def test_errors():
 
 @settings(max_examples=50, deadline=None)
 @given(
-    factors=arrays(np.float32, st.tuples(st.integers(2, 12), st.integers(1, 4)),
-                   elements=st.sampled_from([-1.0, -0.5, 0.0, 0.5, 1.0, 2.0])),
+    factors=arrays(
+        np.float32,
+        st.tuples(st.integers(2, 12), st.integers(1, 4)),
+        elements=st.sampled_from([-1.0, -0.5, 0.0, 0.5, 1.0, 2.0]),
+    ),
     data=st.data(),
 )
 def test_top_similar_equals_brute_force_with_ties(factors, data):

@@ -46,8 +46,12 @@ def fit(X, model=None, **kwargs):
         ("ratings.csv", {}, TypeError, "Cannot factorize a str"),
         (None, {}, TypeError, "Cannot factorize"),
         (np.eye(3), {"shape": (4, 4)}, ValueError, "does not match"),
-        ((np.array([0, 1, 0]), np.array([1, 1, 1]), VALS), {}, ValueError,
-         r"more than once, e.g. \(0, 1\).*duplicates='sum'"),
+        (
+            (np.array([0, 1, 0]), np.array([1, 1, 1]), VALS),
+            {},
+            ValueError,
+            r"more than once, e.g. \(0, 1\).*duplicates='sum'",
+        ),
         ((ROWS, COLS, VALS), {"duplicates": "first"}, ValueError, "duplicates must be one of"),
     ],
 )
@@ -70,10 +74,16 @@ def test_duplicates_in_a_non_canonical_sparse_matrix_are_caught():
 def test_duplicates_sum_and_last():
     rows, cols = np.array([0, 0, 1, 0]), np.array([1, 1, 0, 1])
     values = np.array([1.0, 2.0, 5.0, 4.0])
-    summed = fit((rows, cols, values), duplicates="sum", model=RealValueMF(
-        k=1, n_epochs=1, tol=None, lr=1e-9, random_state=0))
-    last = fit((rows, cols, values), duplicates="last", model=RealValueMF(
-        k=1, n_epochs=1, tol=None, lr=1e-9, random_state=0))
+    summed = fit(
+        (rows, cols, values),
+        duplicates="sum",
+        model=RealValueMF(k=1, n_epochs=1, tol=None, lr=1e-9, random_state=0),
+    )
+    last = fit(
+        (rows, cols, values),
+        duplicates="last",
+        model=RealValueMF(k=1, n_epochs=1, tol=None, lr=1e-9, random_state=0),
+    )
     # With lr ~ 0 the factors barely move, so the objective shows the targets:
     # sum gives (0,1) -> 7, last gives (0,1) -> 4; (1,0) -> 5 in both.
     init_loss_sum = summed.loss_curve_[0]
@@ -150,8 +160,9 @@ def test_divergence_raises_with_epoch_and_advice():
 )
 def test_a_failed_fit_leaves_the_fitted_model_exactly_as_it_was(bad_call):
     rows, cols, values, shape = random_coo(0)
-    model = RealValueMF(k=4, n_epochs=3, tol=None, random_state=0).fit((rows, cols, values),
-                                                                       shape=shape)
+    model = RealValueMF(k=4, n_epochs=3, tol=None, random_state=0).fit(
+        (rows, cols, values), shape=shape
+    )
     before = {key: np.copy(value) for key, value in vars(model).items() if key.endswith("_")}
     predictions = model.predict(rows, cols)
     with pytest.raises((ValueError, TypeError, FloatingPointError)):
