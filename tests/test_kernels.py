@@ -1,5 +1,7 @@
 """Every kernel against the plain-numpy oracle in _reference.py."""
 
+import os
+
 import numpy as np
 import pytest
 from _reference import entry_gradient, objective, sgd_epoch
@@ -135,3 +137,14 @@ def test_each_kernel_compiles_once_per_signature():
         sig for sig in _kernels.sgd_epoch_squared.signatures if "int32" in str(sig[0])
     ]
     assert len(int32_signatures) == 1
+
+
+@pytest.mark.skipif(
+    os.environ.get("NUMBA_BOUNDSCHECK") != "1", reason="runs in CI's NUMBA_BOUNDSCHECK=1 pass"
+)
+def test_bounds_checks_are_active_when_requested():
+    # Proves the CI pass with NUMBA_BOUNDSCHECK=1 really checks the kernels' indexing.
+    P, Q = factors(0, 2, 2, 2)
+    out = np.empty(1, dtype=np.float32)
+    with pytest.raises(IndexError):
+        _kernels.predict_coo(np.array([5]), np.array([0]), P, Q, out)
