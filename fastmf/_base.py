@@ -8,15 +8,13 @@ from numbers import Integral, Real
 import numpy as np
 
 from . import _kernels
+from ._blocks import arrange, choose_grid, epoch_schedule, inverse_permutation
+from ._jit import numba_threads, resolve_threads
 from ._validation import check_coo, check_index, check_pairs
 from .exceptions import ConvergenceWarning, DivergenceError, NotFittedError
 from .similarity import cosine_similarity, top_similar
 
-# loss name -> (one SGD epoch, data term of the objective)
-_KERNELS = {
-    "squared": (_kernels.sgd_epoch_squared, _kernels.objective_squared),
-    "logistic": (_kernels.sgd_epoch_logistic, _kernels.objective_logistic),
-}
+_LOSS_CODES = {"squared": _kernels.SQUARED, "logistic": _kernels.LOGISTIC}
 
 
 def check_random_state(random_state):
@@ -78,7 +76,8 @@ class MatrixFactorization:
         n_iter_no_change=3,
         init_scale=0.1,
         random_state=None,
-        n_threads=1,
+        n_threads=None,
+        grid=None,
         verbose=0,
     ):
         self.k = k
@@ -90,6 +89,7 @@ class MatrixFactorization:
         self.init_scale = init_scale
         self.random_state = random_state
         self.n_threads = n_threads
+        self.grid = grid
         self.verbose = verbose
 
     # ----------------------------------------------------------- parameters
@@ -161,11 +161,12 @@ class MatrixFactorization:
         number("init_scale", 0, False)
         if p["tol"] is not None:
             number("tol", 0, True)
-        if p["n_threads"] != 1:
-            raise ValueError(
-                f"{name}: n_threads={p['n_threads']!r} is not supported yet; this version "
-                "trains on one thread. Use n_threads=1."
-            )
+        try:
+            p["n_threads"] = resolve_threads(p["n_threads"])
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+        if p["grid"] is not None:
+            number("grid", 1, True, integer=True)
         if not isinstance(p["verbose"], (Integral, bool)):
             raise TypeError(f"{name}: verbose must be an int or bool, got {p['verbose']!r}.")
         return p
@@ -208,71 +209,94 @@ class MatrixFactorization:
         std = float(params["init_scale"]) / float(np.sqrt(k))
         user_factors = (rng.standard_normal((m, k), dtype=np.float32) * std).astype(np.float32)
         item_factors = (rng.standard_normal((n, k), dtype=np.float32) * std).astype(np.float32)
-        return self._fit_coo(coo, user_factors, item_factors, rng, params)
+        return self._fit_coo(coo, duplicates, user_factors, item_factors, rng, params)
 
     def _check_input(self, X, shape, duplicates):
         """Validate ``X`` into :class:`~fastmf._validation.Coo`; subclasses check values."""
         return check_coo(X, shape, duplicates=duplicates)
 
-    def _fit_coo(self, coo, user_factors, item_factors, rng, params):
-        """Run the epoch loop from the given initial factors (updated in place)."""
-        if self._loss not in _KERNELS:
+    def _fit_coo(self, coo, duplicates, user_factors, item_factors, rng, params):
+        """Arrange the data in blocks and run the epoch loop from the given factors.
+
+        ``user_factors`` and ``item_factors`` are in original id order; they are
+        not modified.
+        """
+        if self._loss not in _LOSS_CODES:
             raise TypeError(
                 "MatrixFactorization is a base class; fit RealValueMF or BinaryMF instead."
             )
-        sgd_epoch, data_objective = _KERNELS[self._loss]
+        loss = _LOSS_CODES[self._loss]
         lr = np.float32(params["lr"])
         l2 = np.float32(params["l2"])
         tol = params["tol"]
         n_epochs = params["n_epochs"]
-        user_counts = np.bincount(coo.rows, minlength=coo.shape[0]).astype(np.float64)
-        item_counts = np.bincount(coo.cols, minlength=coo.shape[1]).astype(np.float64)
+        threads = params["n_threads"]
+        m, n = coo.shape
+        grid = params["grid"] or choose_grid(m, n, coo.nnz, params["k"])
+        layout = arrange(coo, grid, rng, duplicates)
+        del coo  # the layout is the one copy of the ratings kept while training
+        # Internal (relabeled) order: the rows of one stripe are contiguous in memory.
+        user_factors = np.ascontiguousarray(user_factors[layout.user_perm], dtype=np.float32)
+        item_factors = np.ascontiguousarray(item_factors[layout.item_perm], dtype=np.float32)
+        block_loss = np.zeros(grid * grid, dtype=np.float64)
+        if threads > 1:
+            sgd_epoch, data_objective = _kernels.sgd_epoch_parallel, _kernels.objective_parallel
+        else:
+            sgd_epoch, data_objective = _kernels.sgd_epoch_serial, _kernels.objective_serial
+        arrays = (layout.rows, layout.cols, layout.values, layout.block_offsets)
 
         def objective():
-            data = data_objective(coo.rows, coo.cols, coo.values, user_factors, item_factors)
-            penalty = user_counts @ np.einsum("ij,ij->i", user_factors, user_factors, dtype=float)
-            penalty += item_counts @ np.einsum("ij,ij->i", item_factors, item_factors, dtype=float)
-            return (data + 0.5 * float(l2) * penalty) / coo.nnz
+            data_objective(loss, *arrays, user_factors, item_factors, block_loss)
+            penalty = layout.user_counts @ np.einsum(
+                "ij,ij->i", user_factors, user_factors, dtype=np.float64
+            )
+            penalty += layout.item_counts @ np.einsum(
+                "ij,ij->i", item_factors, item_factors, dtype=np.float64
+            )
+            # Blocks are added in a fixed order: same bits for any thread count.
+            return (block_loss.sum() + 0.5 * float(l2) * penalty) / layout.nnz
 
-        best = objective()
         loss_curve = []
         converged = False
         epochs_without_improvement = 0
-        for epoch in range(1, n_epochs + 1):
-            order = rng.permutation(coo.nnz)
-            start = time.perf_counter()
-            sgd_epoch(coo.rows, coo.cols, coo.values, order, user_factors, item_factors, lr, l2)
-            seconds = time.perf_counter() - start
-            current = objective()
-            if not (
-                np.isfinite(current)
-                and np.isfinite(user_factors).all()
-                and np.isfinite(item_factors).all()
-            ):
-                raise DivergenceError(
-                    f"{type(self).__name__} diverged in epoch {epoch}: the objective became "
-                    f"{current} (lr={params['lr']!r}). Use a smaller learning rate, e.g. "
-                    f"lr={params['lr'] / 10:g}, or a larger l2. The model was not changed."
-                )
-            loss_curve.append(current)
-            # SGD makes the objective noisy near the optimum, so progress is
-            # measured against the best value so far, over several epochs.
-            decrease = (best - current) / abs(best) if best != 0 else 0.0
-            if params["verbose"]:
-                print(
-                    f"epoch {epoch:>4}/{n_epochs}  objective {current:.6g}  "
-                    f"rel. decrease {decrease:+.2e}  {coo.nnz / max(seconds, 1e-9) / 1e6:.1f}M "
-                    "ratings/s",
-                    flush=True,
-                )
-            if tol is not None and decrease < tol:
-                epochs_without_improvement += 1
-                if epochs_without_improvement >= params["n_iter_no_change"]:
-                    converged = True
-                    break
-            else:
-                epochs_without_improvement = 0
-            best = min(best, current)
+        with numba_threads(threads):
+            best = objective()
+            for epoch in range(1, n_epochs + 1):
+                schedule = epoch_schedule(grid, rng)
+                start = time.perf_counter()
+                sgd_epoch(loss, *arrays, schedule, user_factors, item_factors, lr, l2, block_loss)
+                seconds = time.perf_counter() - start
+                current = objective()
+                if not (
+                    np.isfinite(current)
+                    and np.isfinite(user_factors).all()
+                    and np.isfinite(item_factors).all()
+                ):
+                    raise DivergenceError(
+                        f"{type(self).__name__} diverged in epoch {epoch}: the objective "
+                        f"became {current} (lr={params['lr']!r}). Use a smaller learning rate, "
+                        f"e.g. lr={params['lr'] / 10:g}, or a larger l2. The model was not "
+                        "changed."
+                    )
+                loss_curve.append(current)
+                # SGD makes the objective noisy near the optimum, so progress is
+                # measured against the best value so far, over several epochs.
+                decrease = (best - current) / abs(best) if best != 0 else 0.0
+                if params["verbose"]:
+                    print(
+                        f"epoch {epoch:>4}/{n_epochs}  objective {current:.6g}  "
+                        f"rel. decrease {decrease:+.2e}  "
+                        f"{layout.nnz / max(seconds, 1e-9) / 1e6:.1f}M ratings/s",
+                        flush=True,
+                    )
+                if tol is not None and decrease < tol:
+                    epochs_without_improvement += 1
+                    if epochs_without_improvement >= params["n_iter_no_change"]:
+                        converged = True
+                        break
+                else:
+                    epochs_without_improvement = 0
+                best = min(best, current)
 
         if tol is not None and not converged:
             warnings.warn(
@@ -285,12 +309,12 @@ class MatrixFactorization:
             )
         # Commit the fitted state only now, so that a failed fit changes nothing.
         self.__dict__.update(
-            user_factors_=user_factors,
-            item_factors_=item_factors,
+            user_factors_=user_factors[inverse_permutation(layout.user_perm)],
+            item_factors_=item_factors[inverse_permutation(layout.item_perm)],
             loss_curve_=np.asarray(loss_curve, dtype=np.float64),
             n_iter_=len(loss_curve),
-            n_users_=coo.shape[0],
-            n_items_=coo.shape[1],
+            n_users_=m,
+            n_items_=n,
         )
         return self
 

@@ -1,10 +1,11 @@
 """The one place numba is configured.
 
-Every kernel in :mod:`fastmf._kernels` is decorated with :func:`kernel`, so the
-compilation options live here and nowhere else.
+Every kernel is decorated with :func:`kernel` (serial) or :func:`parallel_kernel`
+(may start numba's thread pool), so the compilation options live here and
+nowhere else.
 
 - ``cache=True``: compiled machine code is written next to the module (or to
-  ``NUMBA_CACHE_DIR``) so that only the first import on a machine pays the
+  ``NUMBA_CACHE_DIR``) so that only the first use on a machine pays the
   compile time.
 - ``nogil=True``: a caller may run fits in Python threads concurrently.
 - ``fastmath={"reassoc", "contract"}``: the two flags the dot product and the
@@ -17,22 +18,59 @@ compilation options live here and nowhere else.
 Bounds checking stays at numba's default (off, unless ``NUMBA_BOUNDSCHECK=1``
 is set in the environment, as the CI does once): indices are validated in
 Python before any kernel runs.
+
+Thread count: :func:`numba_threads` sets numba's thread count for the current
+thread only while a fit runs, and restores it afterwards; serial fits never
+touch it and never start the thread pool, so they are safe in forked workers.
 """
+
+from contextlib import contextmanager
+from numbers import Integral
 
 import numba
 
 FASTMATH_FLAGS = frozenset({"reassoc", "contract"})
+_OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
 
 
 def kernel(func):
-    """Compile ``func`` lazily with fastmf's numba options.
+    """Compile ``func`` lazily (once per dtype signature) as a serial kernel."""
+    return numba.njit(fastmath=set(FASTMATH_FLAGS), **_OPTIONS)(func)
 
-    Each distinct dtype signature is compiled once per process (and cached on
-    disk across processes).
+
+def parallel_kernel(func):
+    """Compile ``func`` lazily as a kernel whose ``numba.prange`` loops run in parallel."""
+    return numba.njit(parallel=True, fastmath=set(FASTMATH_FLAGS), **_OPTIONS)(func)
+
+
+def max_threads():
+    """Number of threads numba's pool can run (``NUMBA_NUM_THREADS``, all cores by default)."""
+    return numba.config.NUMBA_NUM_THREADS
+
+
+def resolve_threads(n_threads):
+    """Turn an ``n_threads`` hyperparameter into a thread count in [1, max_threads()].
+
+    ``None`` or 0 means all of numba's threads; larger requests are capped there.
     """
-    return numba.njit(
-        cache=True,
-        nogil=True,
-        fastmath=set(FASTMATH_FLAGS),
-        error_model="numpy",
-    )(func)
+    if n_threads is None or n_threads == 0:
+        return max_threads()
+    if isinstance(n_threads, bool) or not isinstance(n_threads, Integral) or n_threads < 0:
+        raise ValueError(
+            f"n_threads must be None, 0 (all cores) or a positive integer, got {n_threads!r}."
+        )
+    return min(int(n_threads), max_threads())
+
+
+@contextmanager
+def numba_threads(n_threads):
+    """Run the body with numba's thread count set to ``n_threads`` (this thread only)."""
+    if n_threads == 1:
+        yield
+        return
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)

@@ -9,22 +9,33 @@ Conventions for every kernel:
 
 - ``rows``, ``cols``: int32 or int64, shape (nnz,), the COO coordinates.
 - ``values``: float32, shape (nnz,); ratings, or labels in {-1, +1}.
-- ``order``: int64, shape (n_visits,), positions into the COO arrays, in the
-  order they are visited (a permutation of ``arange(nnz)`` for one epoch).
+- ``start``, ``end``: the half-open range of entries one block kernel visits,
+  in storage order.
+- ``block_offsets``: int64, shape (n_blocks + 1,); block ``b`` holds entries
+  ``block_offsets[b]:block_offsets[b + 1]``.
+- ``schedule``: int64, shape (n_strata, n_slots); ``schedule[s]`` lists the
+  blocks of stratum ``s``, which share no user and no item, so they may run
+  in parallel. Strata run one after another.
 - ``user_factors``: float32, shape (n_users, k), C-contiguous.
 - ``item_factors``: float32, shape (n_items, k), C-contiguous.
 - ``lr``, ``l2``: float32 scalars (float32 keeps the inner loops in single
   precision; a float64 scalar would promote them).
+- ``loss``: :data:`SQUARED` or :data:`LOGISTIC`.
 
-Losses are summed in float64 so that an objective over millions of entries
-does not lose digits.
+Losses are summed per block in float64 and written to ``block_loss`` (float64,
+shape (n_blocks,)); the caller adds the blocks up in a fixed order, so the
+result does not depend on how many threads ran.
 """
 
 import math
 
+import numba
 import numpy as np
 
-from ._jit import kernel
+from ._jit import kernel, parallel_kernel
+
+SQUARED = 0
+LOGISTIC = 1
 
 
 @kernel
@@ -72,19 +83,19 @@ def _logistic_step_terms(margin):
     return np.float32(1.0) / (np.float32(1.0) + z), np.float32(math.log1p(z)) - margin
 
 
+# ---------------------------------------------------------------- SGD passes
 @kernel
-def sgd_epoch_squared(rows, cols, values, order, user_factors, item_factors, lr, l2):
-    """Run one SGD pass of the squared loss over ``order``.
+def sgd_block_squared(rows, cols, values, start, end, user_factors, item_factors, lr, l2):
+    """Run SGD on the squared loss over entries ``start:end``, in storage order.
 
-    Per visited entry ``(u, i, r)`` with error ``e = r - p_u . q_i``, applies the
+    Per entry ``(u, i, r)`` with error ``e = r - p_u . q_i``, applies the
     stochastic gradient step of ``0.5 * e**2 + 0.5 * l2 * (|p_u|^2 + |q_i|^2)``.
 
     Updates ``user_factors`` and ``item_factors`` in place. Returns the sum of
-    ``0.5 * e**2`` over the visits, each taken just before its update (float64).
+    ``0.5 * e**2`` over the entries, each taken just before its update (float64).
     """
     total = 0.0
-    for t in range(order.shape[0]):
-        idx = order[t]
+    for idx in range(start, end):
         u = rows[idx]
         i = cols[idx]
         err = values[idx] - _dot(user_factors, u, item_factors, i)
@@ -94,21 +105,20 @@ def sgd_epoch_squared(rows, cols, values, order, user_factors, item_factors, lr,
 
 
 @kernel
-def sgd_epoch_logistic(rows, cols, values, order, user_factors, item_factors, lr, l2):
-    """Run one SGD pass of the logistic loss over ``order``.
+def sgd_block_logistic(rows, cols, values, start, end, user_factors, item_factors, lr, l2):
+    """Run SGD on the logistic loss over entries ``start:end``, in storage order.
 
-    Per visited entry ``(u, i, y)`` with ``y`` in {-1, +1} and score
-    ``s = p_u . q_i``, applies the stochastic gradient step of
+    Per entry ``(u, i, y)`` with ``y`` in {-1, +1} and score ``s = p_u . q_i``,
+    applies the stochastic gradient step of
     ``log(1 + exp(-y * s)) + 0.5 * l2 * (|p_u|^2 + |q_i|^2)``; the data-loss
     derivative is ``-y * sigmoid(-y * s)``.
 
     Updates ``user_factors`` and ``item_factors`` in place. Returns the sum of
-    ``log(1 + exp(-y * s))`` over the visits, each taken just before its update
-    (float32 terms summed in float64).
+    ``log(1 + exp(-y * s))`` over the entries, each taken just before its
+    update (float32 terms summed in float64).
     """
     total = 0.0
-    for t in range(order.shape[0]):
-        idx = order[t]
+    for idx in range(start, end):
         u = rows[idx]
         i = cols[idx]
         label = values[idx]
@@ -120,25 +130,91 @@ def sgd_epoch_logistic(rows, cols, values, order, user_factors, item_factors, lr
 
 
 @kernel
-def objective_squared(rows, cols, values, user_factors, item_factors):
-    """Return ``sum(0.5 * (values - p_u . q_i)**2)`` over all entries (float64)."""
+def _sgd_block(loss, rows, cols, values, start, end, user_factors, item_factors, lr, l2):
+    if loss == SQUARED:
+        return sgd_block_squared(rows, cols, values, start, end, user_factors, item_factors, lr, l2)
+    return sgd_block_logistic(rows, cols, values, start, end, user_factors, item_factors, lr, l2)
+
+
+@kernel
+def sgd_epoch_serial(
+    loss, rows, cols, values, block_offsets, schedule, user_factors, item_factors, lr, l2,
+    block_loss,
+):
+    """Run one SGD epoch: every block of ``schedule``, stratum by stratum, on one thread.
+
+    Updates ``user_factors``, ``item_factors`` and ``block_loss`` in place.
+    Starts no thread pool.
+    """
+    for stratum in range(schedule.shape[0]):
+        for slot in range(schedule.shape[1]):
+            block = schedule[stratum, slot]
+            block_loss[block] = _sgd_block(
+                loss, rows, cols, values, block_offsets[block], block_offsets[block + 1],
+                user_factors, item_factors, lr, l2,
+            )
+
+
+@parallel_kernel
+def sgd_epoch_parallel(
+    loss, rows, cols, values, block_offsets, schedule, user_factors, item_factors, lr, l2,
+    block_loss,
+):
+    """Run one SGD epoch like :func:`sgd_epoch_serial`, the blocks of a stratum in parallel.
+
+    The blocks of one stratum touch disjoint factor rows and each block is run
+    by one thread in storage order, so the result is bit-for-bit that of
+    :func:`sgd_epoch_serial`, whatever the number of threads.
+    """
+    for stratum in range(schedule.shape[0]):
+        for slot in numba.prange(schedule.shape[1]):
+            block = schedule[stratum, slot]
+            block_loss[block] = _sgd_block(
+                loss, rows, cols, values, block_offsets[block], block_offsets[block + 1],
+                user_factors, item_factors, lr, l2,
+            )
+
+
+# ----------------------------------------------------------------- objective
+@kernel
+def _block_objective(loss, rows, cols, values, start, end, user_factors, item_factors):
     total = 0.0
-    for idx in range(rows.shape[0]):
-        err = np.float64(values[idx] - _dot(user_factors, rows[idx], item_factors, cols[idx]))
-        total += 0.5 * err * err
+    for idx in range(start, end):
+        score = _dot(user_factors, rows[idx], item_factors, cols[idx])
+        if loss == SQUARED:
+            err = np.float64(values[idx] - score)
+            total += 0.5 * err * err
+        else:
+            total += _softplus(-values[idx] * score)
     return total
 
 
 @kernel
-def objective_logistic(rows, cols, values, user_factors, item_factors):
-    """Return ``sum(log(1 + exp(-y * p_u . q_i)))`` over all entries (float64)."""
-    total = 0.0
-    for idx in range(rows.shape[0]):
-        score = _dot(user_factors, rows[idx], item_factors, cols[idx])
-        total += _softplus(-values[idx] * score)
-    return total
+def objective_serial(loss, rows, cols, values, block_offsets, user_factors, item_factors,
+                     block_loss):
+    """Write each block's data loss into ``block_loss`` (float64), on one thread.
+
+    Squared: ``sum 0.5 * (r - p_u . q_i)**2``; logistic: ``sum log(1 + exp(-y p_u . q_i))``.
+    """
+    for block in range(block_offsets.shape[0] - 1):
+        block_loss[block] = _block_objective(
+            loss, rows, cols, values, block_offsets[block], block_offsets[block + 1],
+            user_factors, item_factors,
+        )
 
 
+@parallel_kernel
+def objective_parallel(loss, rows, cols, values, block_offsets, user_factors, item_factors,
+                       block_loss):
+    """Like :func:`objective_serial`, blocks in parallel (same bits)."""
+    for block in numba.prange(block_offsets.shape[0] - 1):
+        block_loss[block] = _block_objective(
+            loss, rows, cols, values, block_offsets[block], block_offsets[block + 1],
+            user_factors, item_factors,
+        )
+
+
+# ---------------------------------------------------------------- prediction
 @kernel
 def predict_coo(rows, cols, user_factors, item_factors, out):
     """Write ``p_u . q_i`` for each pair into ``out`` (float32, shape (n,)) in place."""

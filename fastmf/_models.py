@@ -50,8 +50,17 @@ class RealValueMF(MatrixFactorization):
         Seeds the initial factors and the per-epoch visiting orders. ``None``
         draws the seed from numpy's global generator (``np.random.seed`` then
         makes runs repeatable).
-    n_threads : int, default=1
-        Threads used for training. This version trains on one thread.
+    n_threads : int or None, default=None
+        Threads used for training; None or 0 uses all of numba's threads
+        (all cores unless ``NUMBA_NUM_THREADS`` says otherwise), larger values
+        are capped there. The result is bit-for-bit the same for any value.
+        ``n_threads=1`` never starts numba's thread pool: use it inside forked
+        worker processes.
+    grid : int or None, default=None
+        Stripes per side of the block grid (``grid**2`` blocks, ``grid``
+        strata per epoch). None picks it from the data size and ``k`` so that a
+        block's factor rows fit in a core's L2 cache; it never depends on the
+        thread count. Changing it changes the visiting order, hence the result.
     verbose : int, default=0
         Print one line per epoch when positive.
 
@@ -132,8 +141,17 @@ class BinaryMF(MatrixFactorization):
         gradient is near zero too, and training would start on a plateau.
     random_state : None, int, numpy.random.Generator or RandomState, default=None
         Seeds the initial factors and the per-epoch visiting orders.
-    n_threads : int, default=1
-        Threads used for training. This version trains on one thread.
+    n_threads : int or None, default=None
+        Threads used for training; None or 0 uses all of numba's threads
+        (all cores unless ``NUMBA_NUM_THREADS`` says otherwise), larger values
+        are capped there. The result is bit-for-bit the same for any value.
+        ``n_threads=1`` never starts numba's thread pool: use it inside forked
+        worker processes.
+    grid : int or None, default=None
+        Stripes per side of the block grid (``grid**2`` blocks, ``grid``
+        strata per epoch). None picks it from the data size and ``k`` so that a
+        block's factor rows fit in a core's L2 cache; it never depends on the
+        thread count. Changing it changes the visiting order, hence the result.
     verbose : int, default=0
         Print one line per epoch when positive.
     labels : {"pm1", "01"}, default="pm1"
@@ -166,7 +184,8 @@ class BinaryMF(MatrixFactorization):
         n_iter_no_change=3,
         init_scale=0.5,
         random_state=None,
-        n_threads=1,
+        n_threads=None,
+        grid=None,
         verbose=0,
         labels="pm1",
     ):
@@ -180,6 +199,7 @@ class BinaryMF(MatrixFactorization):
             init_scale=init_scale,
             random_state=random_state,
             n_threads=n_threads,
+            grid=grid,
             verbose=verbose,
         )
         self.labels = labels
@@ -275,5 +295,5 @@ def mf(R, k, n_epoch=5000, lr=0.0003, l2=0.04, random_state=None, tol=None):
     else:
         user_factors = rng.random((m, k), dtype=np.float32)
         item_factors = rng.random((n, k), dtype=np.float32)
-    model._fit_coo(coo, user_factors, item_factors, rng, params)
+    model._fit_coo(coo, "raise", user_factors, item_factors, rng, params)
     return model.user_factors_, model.item_factors_

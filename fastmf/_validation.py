@@ -10,7 +10,6 @@ from numbers import Integral
 import numpy as np
 import scipy.sparse as sp
 
-_INT32_MAX = np.iinfo(np.int32).max
 DUPLICATE_POLICIES = ("raise", "sum", "last")
 
 
@@ -20,9 +19,11 @@ class Coo:
 
     Attributes
     ----------
-    rows, cols : ndarray of int32 (int64 when a dimension exceeds 2**31 - 1), shape (nnz,)
+    rows, cols : ndarray of int32 or int64, shape (nnz,), every id below ``shape``
     values : ndarray of float32, shape (nnz,), all finite
-    shape : tuple of two ints, every index below it
+    shape : tuple of two ints
+
+    Duplicate (row, col) pairs may remain; :func:`fastmf._blocks.arrange` resolves them.
     """
 
     rows: np.ndarray
@@ -50,7 +51,8 @@ def check_coo(X, shape=None, *, duplicates="raise"):
         ``(n_users, n_items)``. For triplets it defaults to one more than the
         largest row and column index; for matrices it must equal ``X.shape``.
     duplicates : {"raise", "sum", "last"}, default="raise"
-        What to do with a (row, col) pair given more than once.
+        Checked here; duplicate pairs are found and resolved when the entries
+        are arranged in blocks (:mod:`fastmf._blocks`), which sorts them anyway.
 
     Returns
     -------
@@ -73,12 +75,9 @@ def check_coo(X, shape=None, *, duplicates="raise"):
                 f"rows, cols and values must have the same length; got {rows.shape[0]}, "
                 f"{cols.shape[0]} and {values.shape[0]}."
             )
-        row_major = False
     elif sp.issparse(X):
         _check_matrix_shape(X.shape, shape)
         shape = X.shape
-        # A canonical CSR matrix is already row-major without duplicates.
-        row_major = X.format == "csr" and X.has_canonical_format
         coo = X.tocoo()
         rows, cols, values = coo.row, coo.col, coo.data
     else:
@@ -107,7 +106,6 @@ def check_coo(X, shape=None, *, duplicates="raise"):
                 )
         rows, cols = np.nonzero(dense)
         values = dense[rows, cols]
-        row_major = True
 
     if rows.shape[0] == 0:
         raise ValueError(
@@ -129,11 +127,13 @@ def check_coo(X, shape=None, *, duplicates="raise"):
                     f"{dim} entries). Pass a larger shape, or omit it to infer it."
                 )
 
-    index_dtype = np.int32 if max(shape) <= _INT32_MAX else np.int64
-    rows = np.ascontiguousarray(rows, dtype=index_dtype)
-    cols = np.ascontiguousarray(cols, dtype=index_dtype)
-    if not row_major:
-        rows, cols, values = _sort_row_major(rows, cols, values, shape, duplicates)
+    # int32 and int64 ids pass through without a copy; other integer types are
+    # widened so that the kernels compile for two index types only.
+    rows, cols = (
+        idx if idx.dtype in (np.int32, np.int64) and idx.flags.c_contiguous
+        else np.ascontiguousarray(idx, dtype=np.int64)
+        for idx in (rows, cols)
+    )
     return Coo(rows, cols, np.ascontiguousarray(values, dtype=np.float32), shape)
 
 
@@ -291,36 +291,3 @@ def _check_indices(idx, name, what):
     if kind == "u" and idx.size and int(idx.max()) > np.iinfo(np.int64).max:
         raise ValueError(f"{name} contains a {what} id too large for int64.")
     return idx
-
-
-def _sort_row_major(rows, cols, values, shape, policy):
-    """Sort entries by (row, col) and apply the duplicates policy.
-
-    Every input format thus reaches the kernels in the same entry order, so the
-    same data and seed give the same factors whether they came dense, as CSR,
-    CSC, COO or triplets.
-    """
-    keys = rows.astype(np.int64) * shape[1] + cols
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    is_repeat = sorted_keys[1:] == sorted_keys[:-1]
-    if not is_repeat.any():
-        return rows[order], cols[order], values[order]
-    if policy == "raise":
-        first = int(np.flatnonzero(is_repeat)[0])
-        r, c = divmod(int(sorted_keys[first]), shape[1])
-        count = int(is_repeat.sum())
-        raise ValueError(
-            f"The input gives {count} (row, col) pair(s) more than once, e.g. ({r}, {c}). "
-            "Remove the duplicates, or pass duplicates='sum' or duplicates='last'."
-        )
-    starts = np.concatenate(([0], np.flatnonzero(~is_repeat) + 1))
-    unique_keys = sorted_keys[starts]
-    if policy == "sum":
-        merged = np.add.reduceat(values[order].astype(np.float64), starts)
-        merged = _check_values(merged)
-    else:  # "last": the stable sort keeps input order within a key
-        ends = np.concatenate((starts[1:], [sorted_keys.shape[0]])) - 1
-        merged = values[order[ends]]
-    new_rows, new_cols = np.divmod(unique_keys, shape[1])
-    return new_rows.astype(rows.dtype), new_cols.astype(cols.dtype), merged

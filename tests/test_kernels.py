@@ -9,8 +9,22 @@ from conftest import random_coo
 
 from fastmf import _kernels
 
-EPOCH = {"squared": _kernels.sgd_epoch_squared, "logistic": _kernels.sgd_epoch_logistic}
-OBJECTIVE = {"squared": _kernels.objective_squared, "logistic": _kernels.objective_logistic}
+BLOCK = {"squared": _kernels.sgd_block_squared, "logistic": _kernels.sgd_block_logistic}
+LOSS_CODE = {"squared": _kernels.SQUARED, "logistic": _kernels.LOGISTIC}
+
+
+def run_sgd(loss, rows, cols, values, order, P, Q, lr, l2):
+    """Visit entries in `order` with the block kernel (a block stored in that order)."""
+    return BLOCK[loss](
+        rows[order], cols[order], values[order], 0, len(order), P, Q, np.float32(lr), np.float32(l2)
+    )
+
+
+def data_objective(loss, rows, cols, values, P, Q):
+    block_loss = np.zeros(1)
+    offsets = np.array([0, rows.size], dtype=np.int64)
+    _kernels.objective_serial(LOSS_CODE[loss], rows, cols, values, offsets, P, Q, block_loss)
+    return block_loss[0]
 
 
 def factors(seed, m, n, k, scale=0.5):
@@ -31,7 +45,7 @@ def test_one_epoch_matches_reference(loss, k):
     order = np.concatenate([order, order[:50]])
     lr, l2 = 0.05, 0.1
     P_ref, Q_ref, loss_ref = sgd_epoch(loss, rows, cols, values, order, P, Q, lr, l2)
-    returned = EPOCH[loss](rows, cols, values, order, P, Q, np.float32(lr), np.float32(l2))
+    returned = run_sgd(loss, rows, cols, values, order, P, Q, lr, l2)
     np.testing.assert_allclose(P, P_ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(Q, Q_ref, rtol=1e-4, atol=1e-5)
     assert returned == pytest.approx(loss_ref, rel=1e-5)
@@ -47,7 +61,7 @@ def test_epoch_visits_only_the_order_and_uses_old_values(loss):
     P = np.array([[0.3, -0.2]], dtype=np.float32)
     Q = np.array([[0.5, 0.1], [0.7, 0.7]], dtype=np.float32)
     p0, q0 = P[0].astype(float), Q[0].astype(float)
-    EPOCH[loss](rows, cols, values, np.array([0]), P, Q, np.float32(0.1), np.float32(0.2))
+    run_sgd(loss, rows, cols, values, np.array([0]), P, Q, 0.1, 0.2)
     g = (1.0 - p0 @ q0) if loss == "squared" else 1.0 / (1.0 + np.exp(p0 @ q0))
     np.testing.assert_allclose(P[0], p0 + 0.1 * (g * q0 - 0.2 * p0), rtol=1e-6)
     np.testing.assert_allclose(Q[0], q0 + 0.1 * (g * p0 - 0.2 * q0), rtol=1e-6)
@@ -59,7 +73,7 @@ def test_objective_matches_formula(loss):
     rows, cols, values, (m, n) = random_coo(5, binary=loss == "logistic")
     P, Q = factors(6, m, n, 4)
     l2 = 0.3
-    data = OBJECTIVE[loss](rows, cols, values, P, Q)
+    data = data_objective(loss, rows, cols, values, P, Q)
     counts_u = np.bincount(rows, minlength=m)
     counts_i = np.bincount(cols, minlength=n)
     penalty = counts_u @ (P.astype(float) ** 2).sum(1) + counts_i @ (Q.astype(float) ** 2).sum(1)
@@ -92,7 +106,7 @@ def test_sgd_step_is_the_entry_gradient_by_finite_differences(loss):
 
     P = p[None].astype(np.float32)
     Q = q[None].astype(np.float32)
-    EPOCH[loss](rows, cols, values, np.array([0]), P, Q, np.float32(lr), np.float32(l2))
+    run_sgd(loss, rows, cols, values, np.array([0]), P, Q, lr, l2)
     np.testing.assert_allclose((P[0] - p.astype(np.float32)) / -lr, numeric_p, rtol=2e-2, atol=2e-3)
     np.testing.assert_allclose((Q[0] - q.astype(np.float32)) / -lr, numeric_q, rtol=2e-2, atol=2e-3)
 
@@ -104,12 +118,10 @@ def test_logistic_is_stable_for_extreme_scores(margin):
     Q = np.array([[1.0]], dtype=np.float32)
     rows = cols = np.array([0], dtype=np.int32)
     values = np.array([1.0], dtype=np.float32)
-    data = _kernels.objective_logistic(rows, cols, values, P, Q)
+    data = data_objective("logistic", rows, cols, values, P, Q)
     assert np.isfinite(data)
     assert data == pytest.approx(np.logaddexp(0.0, -margin), rel=1e-6, abs=1e-12)
-    returned = _kernels.sgd_epoch_logistic(
-        rows, cols, values, np.array([0]), P, Q, np.float32(1.0), np.float32(0.0)
-    )
+    returned = run_sgd("logistic", rows, cols, values, np.array([0]), P, Q, 1.0, 0.0)
     assert returned == pytest.approx(np.logaddexp(0.0, -margin), rel=1e-5, abs=1e-7)
     expected_step = 1.0 / (1.0 + np.exp(np.clip(margin, -700, 700)))  # sigmoid(-margin)
     assert Q[0, 0] == pytest.approx(1.0 + expected_step * margin, rel=1e-5, abs=1e-6)
@@ -129,12 +141,12 @@ def test_predict_coo_matches_dot_products():
 def test_each_kernel_compiles_once_per_signature():
     rows, cols, values, (m, n) = random_coo(9)
     P, Q = factors(10, m, n, 3)
-    order = np.arange(rows.size)
-    for _ in range(3):
-        _kernels.sgd_epoch_squared(rows, cols, values, order, P, Q, np.float32(0.01), np.float32(0))
-        _kernels.objective_squared(rows, cols, values, P, Q)
+    for k in (3, 8):  # the rank is a runtime size, not part of the signature
+        P, Q = factors(10, m, n, k)
+        for _ in range(2):
+            run_sgd("squared", rows, cols, values, np.arange(rows.size), P, Q, 0.01, 0.0)
     int32_signatures = [
-        sig for sig in _kernels.sgd_epoch_squared.signatures if "int32" in str(sig[0])
+        sig for sig in _kernels.sgd_block_squared.signatures if "int32" in str(sig[0])
     ]
     assert len(int32_signatures) == 1
 
