@@ -233,33 +233,29 @@ class MatrixFactorization:
         threads = params["n_threads"]
         m, n = coo.shape
         grid = params["grid"] or choose_grid(m, n, coo.nnz, params["k"])
-        layout = arrange(coo, grid, rng, duplicates)
-        del coo  # the layout is the one copy of the ratings kept while training
-        # Internal (relabeled) order: the rows of one stripe are contiguous in memory.
-        user_factors = np.ascontiguousarray(user_factors[layout.user_perm], dtype=np.float32)
-        item_factors = np.ascontiguousarray(item_factors[layout.item_perm], dtype=np.float32)
-        block_loss = np.zeros(grid * grid, dtype=np.float64)
-        if threads > 1:
-            sgd_epoch, data_objective = _kernels.sgd_epoch_parallel, _kernels.objective_parallel
-        else:
-            sgd_epoch, data_objective = _kernels.sgd_epoch_serial, _kernels.objective_serial
-        arrays = (layout.rows, layout.cols, layout.values, layout.block_offsets)
-
-        def objective():
-            data_objective(loss, *arrays, user_factors, item_factors, block_loss)
-            penalty = layout.user_counts @ np.einsum(
-                "ij,ij->i", user_factors, user_factors, dtype=np.float64
-            )
-            penalty += layout.item_counts @ np.einsum(
-                "ij,ij->i", item_factors, item_factors, dtype=np.float64
-            )
-            # Blocks are added in a fixed order: same bits for any thread count.
-            return (block_loss.sum() + 0.5 * float(l2) * penalty) / layout.nnz
-
-        loss_curve = []
-        converged = False
-        epochs_without_improvement = 0
         with numba_threads(threads):
+            layout = arrange(coo, grid, rng, duplicates, parallel=threads > 1)
+            del coo  # the layout is the one copy of the ratings kept while training
+            # Internal (relabeled) order: the rows of one stripe are contiguous in memory.
+            user_factors = np.ascontiguousarray(user_factors[layout.user_perm], dtype=np.float32)
+            item_factors = np.ascontiguousarray(item_factors[layout.item_perm], dtype=np.float32)
+            block_loss = np.zeros(grid * grid, dtype=np.float64)
+            if threads > 1:
+                sgd_epoch, data_objective = _kernels.sgd_epoch_parallel, _kernels.objective_parallel
+            else:
+                sgd_epoch, data_objective = _kernels.sgd_epoch_serial, _kernels.objective_serial
+            arrays = (layout.rows, layout.cols, layout.values, layout.block_offsets)
+
+            def objective():
+                data_objective(loss, *arrays, user_factors, item_factors, block_loss)
+                penalty = _kernels.weighted_squared_norms(user_factors, layout.user_counts)
+                penalty += _kernels.weighted_squared_norms(item_factors, layout.item_counts)
+                # Blocks are added in a fixed order: same bits for any thread count.
+                return (block_loss.sum() + 0.5 * float(l2) * penalty) / layout.nnz
+
+            loss_curve = []
+            converged = False
+            epochs_without_improvement = 0
             best = objective()
             for epoch in range(1, n_epochs + 1):
                 schedule = epoch_schedule(grid, rng)

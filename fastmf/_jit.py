@@ -44,7 +44,7 @@ def parallel_kernel(func):
 
 
 def max_threads():
-    """Number of threads numba's pool can run (``NUMBA_NUM_THREADS``, all cores by default)."""
+    """Return the size of numba's thread pool (``NUMBA_NUM_THREADS``, all cores by default)."""
     return numba.config.NUMBA_NUM_THREADS
 
 

@@ -138,7 +138,16 @@ def _sgd_block(loss, rows, cols, values, start, end, user_factors, item_factors,
 
 @kernel
 def sgd_epoch_serial(
-    loss, rows, cols, values, block_offsets, schedule, user_factors, item_factors, lr, l2,
+    loss,
+    rows,
+    cols,
+    values,
+    block_offsets,
+    schedule,
+    user_factors,
+    item_factors,
+    lr,
+    l2,
     block_loss,
 ):
     """Run one SGD epoch: every block of ``schedule``, stratum by stratum, on one thread.
@@ -150,14 +159,31 @@ def sgd_epoch_serial(
         for slot in range(schedule.shape[1]):
             block = schedule[stratum, slot]
             block_loss[block] = _sgd_block(
-                loss, rows, cols, values, block_offsets[block], block_offsets[block + 1],
-                user_factors, item_factors, lr, l2,
+                loss,
+                rows,
+                cols,
+                values,
+                block_offsets[block],
+                block_offsets[block + 1],
+                user_factors,
+                item_factors,
+                lr,
+                l2,
             )
 
 
 @parallel_kernel
 def sgd_epoch_parallel(
-    loss, rows, cols, values, block_offsets, schedule, user_factors, item_factors, lr, l2,
+    loss,
+    rows,
+    cols,
+    values,
+    block_offsets,
+    schedule,
+    user_factors,
+    item_factors,
+    lr,
+    l2,
     block_loss,
 ):
     """Run one SGD epoch like :func:`sgd_epoch_serial`, the blocks of a stratum in parallel.
@@ -170,8 +196,16 @@ def sgd_epoch_parallel(
         for slot in numba.prange(schedule.shape[1]):
             block = schedule[stratum, slot]
             block_loss[block] = _sgd_block(
-                loss, rows, cols, values, block_offsets[block], block_offsets[block + 1],
-                user_factors, item_factors, lr, l2,
+                loss,
+                rows,
+                cols,
+                values,
+                block_offsets[block],
+                block_offsets[block + 1],
+                user_factors,
+                item_factors,
+                lr,
+                l2,
             )
 
 
@@ -190,28 +224,59 @@ def _block_objective(loss, rows, cols, values, start, end, user_factors, item_fa
 
 
 @kernel
-def objective_serial(loss, rows, cols, values, block_offsets, user_factors, item_factors,
-                     block_loss):
+def objective_serial(
+    loss, rows, cols, values, block_offsets, user_factors, item_factors, block_loss
+):
     """Write each block's data loss into ``block_loss`` (float64), on one thread.
 
     Squared: ``sum 0.5 * (r - p_u . q_i)**2``; logistic: ``sum log(1 + exp(-y p_u . q_i))``.
     """
     for block in range(block_offsets.shape[0] - 1):
         block_loss[block] = _block_objective(
-            loss, rows, cols, values, block_offsets[block], block_offsets[block + 1],
-            user_factors, item_factors,
+            loss,
+            rows,
+            cols,
+            values,
+            block_offsets[block],
+            block_offsets[block + 1],
+            user_factors,
+            item_factors,
         )
 
 
 @parallel_kernel
-def objective_parallel(loss, rows, cols, values, block_offsets, user_factors, item_factors,
-                       block_loss):
+def objective_parallel(
+    loss, rows, cols, values, block_offsets, user_factors, item_factors, block_loss
+):
     """Like :func:`objective_serial`, blocks in parallel (same bits)."""
     for block in numba.prange(block_offsets.shape[0] - 1):
         block_loss[block] = _block_objective(
-            loss, rows, cols, values, block_offsets[block], block_offsets[block + 1],
-            user_factors, item_factors,
+            loss,
+            rows,
+            cols,
+            values,
+            block_offsets[block],
+            block_offsets[block + 1],
+            user_factors,
+            item_factors,
         )
+
+
+@kernel
+def weighted_squared_norms(factors, counts):
+    """Return ``sum_r counts[r] * |factors[r]|^2`` in float64, rows in order.
+
+    ``counts``: float64, shape (n_rows,). Computed here rather than with
+    numpy's ``@``, which calls BLAS: OpenBLAS threads keep spinning after a
+    call and would steal the cores from the next parallel epoch.
+    """
+    total = 0.0
+    for r in range(factors.shape[0]):
+        row = 0.0
+        for f in range(factors.shape[1]):
+            row += np.float64(factors[r, f]) * np.float64(factors[r, f])
+        total += counts[r] * row
+    return total
 
 
 # ---------------------------------------------------------------- prediction

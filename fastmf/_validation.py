@@ -130,7 +130,8 @@ def check_coo(X, shape=None, *, duplicates="raise"):
     # int32 and int64 ids pass through without a copy; other integer types are
     # widened so that the kernels compile for two index types only.
     rows, cols = (
-        idx if idx.dtype in (np.int32, np.int64) and idx.flags.c_contiguous
+        idx
+        if idx.dtype in (np.int32, np.int64) and idx.flags.c_contiguous
         else np.ascontiguousarray(idx, dtype=np.int64)
         for idx in (rows, cols)
     )
