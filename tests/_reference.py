@@ -48,3 +48,16 @@ def entry_gradient(loss, value, p, q, l2):
     """Gradient of one entry's term f_ui with respect to (p_u, q_i)."""
     g = neg_dloss_dscore(loss, value, p @ q)
     return -g * q + l2 * p, -g * p + l2 * q
+
+
+def block_epoch(
+    loss, rows, cols, values, block_offsets, schedule, user_factors, item_factors, lr, l2
+):
+    """One epoch of the block schedule: blocks stratum by stratum, entries in storage order."""
+    P = user_factors.astype(np.float64)
+    Q = item_factors.astype(np.float64)
+    for stratum in schedule:
+        for block in stratum:
+            span = np.arange(block_offsets[block], block_offsets[block + 1])
+            P, Q, _ = sgd_epoch(loss, rows, cols, values, span, P, Q, lr, l2)
+    return P, Q

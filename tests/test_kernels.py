@@ -1,7 +1,10 @@
 """Every kernel against the plain-numpy oracle in _reference.py."""
 
 import os
+import platform
+import re
 
+import numba
 import numpy as np
 import pytest
 from _reference import entry_gradient, objective, sgd_epoch
@@ -160,3 +163,21 @@ def test_bounds_checks_are_active_when_requested():
     out = np.empty(1, dtype=np.float32)
     with pytest.raises(IndexError):
         _kernels.predict_coo(np.array([5]), np.array([0]), P, Q, out)
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 SIMD names")
+@pytest.mark.parametrize("name", ["sgd_block_squared", "sgd_block_logistic"])
+def test_inner_loops_over_k_are_vectorized(name):
+    # Recompile without the disk cache (cached code cannot be inspected) with
+    # the same options, and look for packed single-precision FMAs on 256- or
+    # 512-bit registers: the dot product and the updates run in SIMD.
+    from fastmf._jit import FASTMATH_FLAGS
+
+    kernel = getattr(_kernels, name)
+    fresh = numba.njit(fastmath=set(FASTMATH_FLAGS), error_model="numpy")(kernel.py_func)
+    rows = np.zeros(2, dtype=np.int32)
+    values = np.ones(2, dtype=np.float32)
+    P, Q = factors(0, 1, 1, 32)
+    fresh(rows, rows, values, 0, 2, P, Q, np.float32(0.01), np.float32(0.01))
+    asm = fresh.inspect_asm(fresh.signatures[0])
+    assert re.search(r"vfn?m(add|sub)\w*ps\s+.*%[yz]mm", asm), "no packed FMA on ymm/zmm"

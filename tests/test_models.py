@@ -18,15 +18,26 @@ def data_for(model_class, seed=0):
     return random_coo(seed, binary=model_class is BinaryMF)
 
 
-def small(model_class, **params):
-    defaults = dict(k=4, n_epochs=5, tol=None, random_state=0)
-    defaults.update(params)
-    return model_class(**defaults)
+@pytest.fixture(params=[1, 2], ids=["serial", "parallel"])
+def n_threads(request):
+    return request.param
+
+
+@pytest.fixture
+def small(n_threads):
+    """Model factory: small, seeded, fixed epochs, on 1 or 2 threads (grid 2 so both run)."""
+
+    def make(model_class, **params):
+        defaults = dict(k=4, n_epochs=5, tol=None, random_state=0, n_threads=n_threads, grid=2)
+        defaults.update(params)
+        return model_class(**defaults)
+
+    return make
 
 
 @pytest.mark.parametrize("model_class", MODELS)
 class TestContract:
-    def test_fit_returns_self_and_sets_fitted_attributes(self, model_class):
+    def test_fit_returns_self_and_sets_fitted_attributes(self, model_class, small):
         rows, cols, values, shape = data_for(model_class)
         model = small(model_class)
         assert model.fit((rows, cols, values), shape=shape) is model
@@ -37,12 +48,12 @@ class TestContract:
         assert model.n_iter_ == 5 and model.loss_curve_.shape == (5,)
         assert (model.n_users_, model.n_items_) == shape
 
-    def test_training_lowers_the_objective(self, model_class):
+    def test_training_lowers_the_objective(self, model_class, small):
         rows, cols, values, shape = data_for(model_class)
         model = small(model_class, n_epochs=30, lr=0.05).fit((rows, cols, values), shape=shape)
         assert model.loss_curve_[-1] < 0.7 * model.loss_curve_[0]
 
-    def test_params_round_trip_and_clone(self, model_class):
+    def test_params_round_trip_and_clone(self, model_class, small):
         model = model_class(k=7, lr=0.02, random_state=3)
         params = model.get_params()
         assert params["k"] == 7 and params["lr"] == 0.02 and params["random_state"] == 3
@@ -64,12 +75,12 @@ class TestContract:
         with pytest.raises(ValueError, match="Invalid parameter 'rank'"):
             model.set_params(rank=3)
 
-    def test_init_stores_arguments_unchanged(self, model_class):
+    def test_init_stores_arguments_unchanged(self, model_class, small):
         model = model_class(k="not validated yet", lr=-1)
         assert model.k == "not validated yet" and model.lr == -1
         assert "k='not validated yet'" in repr(model)
 
-    def test_same_seed_same_factors_other_seed_different(self, model_class):
+    def test_same_seed_same_factors_other_seed_different(self, model_class, small):
         rows, cols, values, shape = data_for(model_class)
         a = small(model_class, random_state=42).fit((rows, cols, values), shape=shape)
         b = small(model_class, random_state=42).fit((rows, cols, values), shape=shape)
@@ -79,7 +90,7 @@ class TestContract:
         np.testing.assert_array_equal(a.loss_curve_, b.loss_curve_)
         assert not np.array_equal(a.user_factors_, c.user_factors_)
 
-    def test_none_seed_follows_numpy_global_seed(self, model_class):
+    def test_none_seed_follows_numpy_global_seed(self, model_class, small):
         rows, cols, values, shape = data_for(model_class)
         np.random.seed(0)
         a = small(model_class, random_state=None).fit((rows, cols, values), shape=shape)
@@ -87,7 +98,7 @@ class TestContract:
         b = small(model_class, random_state=None).fit((rows, cols, values), shape=shape)
         np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
 
-    def test_dense_sparse_and_triplets_give_the_same_model(self, model_class):
+    def test_dense_sparse_and_triplets_give_the_same_model(self, model_class, small):
         rows, cols, values, shape = data_for(model_class)
         dense = np.zeros(shape)
         dense[rows, cols] = values
@@ -107,11 +118,11 @@ class TestContract:
             np.testing.assert_array_equal(other.user_factors_, reference.user_factors_)
             np.testing.assert_array_equal(other.item_factors_, reference.item_factors_)
 
-    def test_shape_is_inferred_from_triplets(self, model_class):
+    def test_shape_is_inferred_from_triplets(self, model_class, small):
         model = small(model_class).fit(([0, 3], [5, 1], [1.0, -1.0]))
         assert (model.n_users_, model.n_items_) == (4, 6)
 
-    def test_predict_broadcasts_and_matches_factors(self, model_class):
+    def test_predict_broadcasts_and_matches_factors(self, model_class, small):
         rows, cols, values, shape = data_for(model_class)
         model = small(model_class).fit((rows, cols, values), shape=shape)
         scores = model.decision_function(np.arange(3)[:, None], np.arange(4)[None, :])
@@ -119,7 +130,7 @@ class TestContract:
         np.testing.assert_allclose(scores, model.P[:3] @ model.Q[:4].T, rtol=1e-5, atol=1e-7)
         assert model.predict(2, 3).shape == ()
 
-    def test_unfitted_model_raises_not_fitted(self, model_class):
+    def test_unfitted_model_raises_not_fitted(self, model_class, small):
         model = model_class()
         for call in (
             lambda: model.predict([0], [0]),
@@ -130,7 +141,7 @@ class TestContract:
             with pytest.raises(NotFittedError, match="not fitted"):
                 call()
 
-    def test_out_of_range_ids_raise_at_predict(self, model_class):
+    def test_out_of_range_ids_raise_at_predict(self, model_class, small):
         rows, cols, values, shape = data_for(model_class)
         model = small(model_class).fit((rows, cols, values), shape=shape)
         with pytest.raises(ValueError, match="user id 30 is out of range"):
@@ -142,7 +153,7 @@ class TestContract:
         with pytest.raises(ValueError, match="item id 99 is out of range"):
             model.similar_items(99)
 
-    def test_P_and_Q_are_read_only_aliases(self, model_class):
+    def test_P_and_Q_are_read_only_aliases(self, model_class, small):
         rows, cols, values, shape = data_for(model_class)
         model = small(model_class).fit((rows, cols, values), shape=shape)
         np.testing.assert_array_equal(model.P, model.user_factors_)
@@ -152,7 +163,7 @@ class TestContract:
         with pytest.raises(AttributeError):
             model.P = None
 
-    def test_similar_items_and_users_match_brute_force(self, model_class):
+    def test_similar_items_and_users_match_brute_force(self, model_class, small):
         rows, cols, values, shape = data_for(model_class)
         model = small(model_class).fit((rows, cols, values), shape=shape)
         for matrix, method, size in (
@@ -167,7 +178,7 @@ class TestContract:
             all_ids, _ = method(3, n=10_000)
             assert len(all_ids) == size - 1 and 3 not in all_ids
 
-    def test_cap_without_convergence_warns(self, model_class):
+    def test_cap_without_convergence_warns(self, model_class, small):
         rows, cols, values, shape = data_for(model_class)
         with pytest.warns(ConvergenceWarning, match="n_epochs=2"):
             small(model_class, n_epochs=2, tol=1e-12).fit((rows, cols, values), shape=shape)
@@ -175,7 +186,7 @@ class TestContract:
             warnings.simplefilter("error")
             small(model_class, n_epochs=2, tol=None).fit((rows, cols, values), shape=shape)
 
-    def test_converges_and_stops_before_the_cap(self, model_class):
+    def test_converges_and_stops_before_the_cap(self, model_class, small):
         rows, cols, values, shape = data_for(model_class)
         model = small(model_class, n_epochs=2000, tol=1e-3, lr=0.05)
         with warnings.catch_warnings():
@@ -188,7 +199,7 @@ class TestContract:
             best_before = curve[:epoch].min()
             assert (best_before - curve[epoch]) / best_before < 1e-3
 
-    def test_verbose_prints_one_line_per_epoch(self, model_class, capsys):
+    def test_verbose_prints_one_line_per_epoch(self, model_class, small, capsys):
         rows, cols, values, shape = data_for(model_class)
         small(model_class, verbose=1, n_epochs=3).fit((rows, cols, values), shape=shape)
         lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]

@@ -160,11 +160,11 @@ def test_divergence_raises_with_epoch_and_advice():
         lambda m: m.fit(np.zeros((2, 2))),
     ],
 )
-def test_a_failed_fit_leaves_the_fitted_model_exactly_as_it_was(bad_call):
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_a_failed_fit_leaves_the_fitted_model_exactly_as_it_was(bad_call, n_threads):
     rows, cols, values, shape = random_coo(0)
-    model = RealValueMF(k=4, n_epochs=3, tol=None, random_state=0).fit(
-        (rows, cols, values), shape=shape
-    )
+    model = RealValueMF(k=4, n_epochs=3, tol=None, random_state=0, n_threads=n_threads, grid=2)
+    model.fit((rows, cols, values), shape=shape)
     before = {key: np.copy(value) for key, value in vars(model).items() if key.endswith("_")}
     predictions = model.predict(rows, cols)
     with pytest.raises((ValueError, TypeError, FloatingPointError)):

@@ -1,0 +1,231 @@
+"""The block layout, the stratum schedule, and parallel training's guarantees."""
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+import pytest
+from _reference import block_epoch
+from conftest import random_coo
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastmf import BinaryMF, DivergenceError, RealValueMF, _blocks, _kernels
+from fastmf._validation import check_coo
+
+
+def layout_of(seed=0, grid=3, m=40, n=30, nnz=500, binary=False, order=None):
+    rows, cols, values, shape = random_coo(seed, m, n, nnz, binary=binary)
+    if order is not None:
+        rows, cols, values = rows[order], cols[order], values[order]
+    coo = check_coo((rows, cols, values), shape)
+    return (rows, cols, values), _blocks.arrange(coo, grid, np.random.default_rng(7))
+
+
+def test_layout_keeps_every_rating_once_in_its_block():
+    (rows, cols, values), layout = layout_of()
+    original = sorted(zip(rows.tolist(), cols.tolist(), values.tolist()))
+    stored = sorted(
+        zip(
+            layout.user_perm[layout.rows].tolist(),
+            layout.item_perm[layout.cols].tolist(),
+            layout.values.tolist(),
+        )
+    )
+    assert stored == original
+    grid = layout.grid
+    for block in range(grid * grid):
+        span = slice(layout.block_offsets[block], layout.block_offsets[block + 1])
+        assert (layout.rows[span] * grid // 40 == block // grid).all()
+        assert (layout.cols[span] * grid // 30 == block % grid).all()
+        # A user's ratings are contiguous within the block.
+        users = layout.rows[span]
+        starts = users[np.r_[True, users[1:] != users[:-1]]]
+        assert len(starts) == len(set(starts.tolist()))
+    np.testing.assert_array_equal(layout.user_counts, np.bincount(layout.rows, minlength=40))
+
+
+def test_layout_does_not_depend_on_input_order():
+    _, reference = layout_of()
+    _, shuffled = layout_of(order=np.random.default_rng(3).permutation(500))
+    for name in ("rows", "cols", "values", "block_offsets"):
+        np.testing.assert_array_equal(getattr(shuffled, name), getattr(reference, name))
+
+
+@settings(max_examples=40, deadline=None)
+@given(grid=st.integers(1, 12), seed=st.integers(0, 2**32 - 1))
+def test_schedule_visits_every_block_once_in_disjoint_strata(grid, seed):
+    schedule = _blocks.epoch_schedule(grid, np.random.default_rng(seed))
+    assert schedule.shape == (grid, grid)
+    assert sorted(schedule.ravel().tolist()) == list(range(grid * grid))
+    for stratum in schedule:
+        assert len(set((stratum // grid).tolist())) == grid  # distinct user stripes
+        assert len(set((stratum % grid).tolist())) == grid  # distinct item stripes
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+@pytest.mark.parametrize("epoch", [_kernels.sgd_epoch_serial, _kernels.sgd_epoch_parallel])
+def test_epoch_equals_numpy_reference_of_the_same_schedule(loss, epoch):
+    _, layout = layout_of(binary=loss == "logistic")
+    rng = np.random.default_rng(1)
+    P = (0.3 * rng.standard_normal((40, 4))).astype(np.float32)
+    Q = (0.3 * rng.standard_normal((30, 4))).astype(np.float32)
+    schedule = _blocks.epoch_schedule(layout.grid, rng)
+    P_ref, Q_ref = block_epoch(
+        loss,
+        layout.rows,
+        layout.cols,
+        layout.values,
+        layout.block_offsets,
+        schedule,
+        P,
+        Q,
+        0.05,
+        0.1,
+    )
+    code = _kernels.SQUARED if loss == "squared" else _kernels.LOGISTIC
+    block_loss = np.zeros(layout.grid**2)
+    epoch(
+        code,
+        layout.rows,
+        layout.cols,
+        layout.values,
+        layout.block_offsets,
+        schedule,
+        P,
+        Q,
+        np.float32(0.05),
+        np.float32(0.1),
+        block_loss,
+    )
+    np.testing.assert_allclose(P, P_ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(Q, Q_ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("epoch", [_kernels.sgd_epoch_serial, _kernels.sgd_epoch_parallel])
+def test_each_rating_is_visited_exactly_once_per_epoch(epoch):
+    # With lr = 0 nothing moves, so the loss an epoch sums over its visits
+    # equals the objective's sum over all ratings only if every rating is
+    # visited exactly once (ratings have distinct losses: none can stand in
+    # for another, and a miss or a double visit changes the total).
+    _, layout = layout_of(grid=4, nnz=600)
+    rng = np.random.default_rng(2)
+    P = rng.standard_normal((40, 3)).astype(np.float32)
+    Q = rng.standard_normal((30, 3)).astype(np.float32)
+    args = (layout.rows, layout.cols, layout.values, layout.block_offsets)
+    visited = np.zeros(16)
+    epoch(
+        _kernels.SQUARED,
+        *args,
+        _blocks.epoch_schedule(4, rng),
+        P,
+        Q,
+        np.float32(0),
+        np.float32(0),
+        visited,
+    )
+    expected = np.zeros(16)
+    _kernels.objective_serial(_kernels.SQUARED, *args, P, Q, expected)
+    np.testing.assert_allclose(visited, expected, rtol=1e-6)
+    assert visited.sum() > 0 and (np.diff(layout.block_offsets) > 0).all()
+
+
+def fit_digest(model_class, n_threads, seed=0, grid=4):
+    rows, cols, values, shape = random_coo(5, 200, 150, 5000, binary=model_class is BinaryMF)
+    model = model_class(
+        k=8, n_epochs=4, tol=None, random_state=seed, n_threads=n_threads, grid=grid, lr=0.05
+    )
+    model.fit((rows, cols, values), shape=shape)
+    digest = hashlib.sha256()
+    for array in (model.user_factors_, model.item_factors_, model.loss_curve_):
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("model_class", [RealValueMF, BinaryMF])
+def test_same_seed_gives_identical_factors_on_any_thread_count(model_class):
+    digests = {fit_digest(model_class, threads) for threads in (1, 2, None)}
+    assert len(digests) == 1
+    assert fit_digest(model_class, 1, seed=1) not in digests
+
+
+def test_identical_factors_with_four_threads_in_a_fresh_process():
+    # NUMBA_NUM_THREADS is read at import, so 4 threads need a new process
+    # (on a 2-core machine they are oversubscribed, which is the point).
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        import numba
+        from test_blocks import fit_digest
+        from fastmf import BinaryMF, RealValueMF
+        assert numba.config.NUMBA_NUM_THREADS == 4
+        for cls in (RealValueMF, BinaryMF):
+            print(cls.__name__, fit_digest(cls, 1), fit_digest(cls, 2), fit_digest(cls, 4))
+        """
+    )
+    env = dict(os.environ, NUMBA_NUM_THREADS="4")
+    out = subprocess.run(
+        [sys.executable, "-c", code, os.path.dirname(__file__)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for line in out.strip().splitlines():
+        name, *digests = line.split()
+        model_class = {"RealValueMF": RealValueMF, "BinaryMF": BinaryMF}[name]
+        assert set(digests) == {fit_digest(model_class, 1)}
+
+
+def test_fit_restores_the_numba_thread_count_even_when_it_fails():
+    before = numba.get_num_threads()
+    rows, cols, values, shape = random_coo(0)
+    RealValueMF(k=2, n_epochs=2, tol=None, n_threads=1).fit((rows, cols, values), shape=shape)
+    assert numba.get_num_threads() == before
+    if numba.config.NUMBA_NUM_THREADS > 1:
+        numba.set_num_threads(1)
+        try:
+            RealValueMF(k=2, n_epochs=2, tol=None, n_threads=2).fit(
+                (rows, cols, values), shape=shape
+            )
+            assert numba.get_num_threads() == 1
+            with pytest.raises(DivergenceError):
+                RealValueMF(k=8, lr=50.0, n_epochs=20, tol=None, n_threads=2).fit(
+                    (rows, cols, values * 100), shape=shape
+                )
+            assert numba.get_num_threads() == 1
+        finally:
+            numba.set_num_threads(before)
+
+
+def test_serial_fit_never_starts_the_thread_pool():
+    code = textwrap.dedent(
+        """
+        import numpy as np
+        import numba.np.ufunc.parallel as pool
+        from fastmf import BinaryMF, RealValueMF
+        X = np.random.default_rng(0).integers(0, 3, size=(60, 40)) - 1
+        RealValueMF(k=4, n_epochs=3, tol=None, n_threads=1).fit(X)
+        BinaryMF(k=4, n_epochs=3, tol=None, n_threads=1).fit(X)
+        print(pool._is_initialized)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_grid_depends_on_data_and_rank_only():
+    # 10M ratings of 200k x 20k at k=32: the item stripes of an 8 x 8 grid fit the budget.
+    assert _blocks.choose_grid(200_000, 20_000, 10_000_000, 32) == 8
+    # Many items at a high rank need more stripes to keep a stripe cached.
+    assert _blocks.choose_grid(200_000, 1_000_000, 100_000_000, 128) > 8
+    # Tiny data: one block (nothing to parallelize, nothing to cache).
+    assert _blocks.choose_grid(5, 10, 13, 3) == 1
+    for m, n, nnz, k in [(10, 10, 50, 4), (1000, 500, 100_000, 16), (10**6, 10**5, 10**8, 64)]:
+        grid = _blocks.choose_grid(m, n, nnz, k)
+        assert grid == 1 or nnz / grid**2 >= _blocks.MIN_RATINGS_PER_BLOCK
