@@ -1,73 +1,101 @@
-"""Single-thread SGD epoch throughput: fastmf's kernels against a straightforward loop.
+"""SGD epoch throughput: fastmf's block epoch against a straightforward shuffled loop.
 
-Run: ``pytest bench/test_bench_epoch.py --benchmark-only``. Each benchmark is
-one epoch over all ratings in a fresh shuffled order, after a warm-up call that
-compiles the kernel; ``extra_info`` holds ratings/s, which is also printed.
+Run: ``pytest bench/test_bench_epoch.py --benchmark-only -s``. Each benchmark
+is one epoch over all 10M ratings after a warm-up epoch that compiles the
+kernel; ``extra_info["ratings_per_s"]`` holds the throughput, also printed.
+The fastmf epoch runs on the block layout that ``fit`` builds once per fit
+(its cost is in test_bench_train.py), without the objective pass.
 """
 
-import numba
 import numpy as np
 import pytest
+from conftest import straightforward_epoch
 
-from fastmf import _kernels
+from fastmf import _blocks, _kernels
+from fastmf._jit import max_threads, numba_threads
+from fastmf._validation import check_coo
 
-
-@numba.njit(cache=True)
-def straightforward_epoch(rows, cols, values, order, P, Q, lr, l2):
-    """The baseline: a plain @njit loop over a shuffled order, default numba options."""
-    k = P.shape[1]
-    for idx in order:
-        u = rows[idx]
-        i = cols[idx]
-        err = values[idx]
-        for f in range(k):
-            err -= P[u, f] * Q[i, f]
-        for f in range(k):
-            p = P[u, f]
-            P[u, f] += lr * (err * Q[i, f] - l2 * p)
-            Q[i, f] += lr * (err * p - l2 * Q[i, f])
+LR, L2 = np.float32(0.005), np.float32(0.05)
 
 
-KERNELS = {
-    "straightforward": straightforward_epoch,
-    "fastmf-squared": _kernels.sgd_epoch_squared,
-    "fastmf-logistic": _kernels.sgd_epoch_logistic,
-}
+def factors(shape, k, seed=0):
+    rng = np.random.default_rng(seed)
+    std = np.float32(0.1 / np.sqrt(k))
+    return (
+        rng.standard_normal((shape[0], k), dtype=np.float32) * std,
+        rng.standard_normal((shape[1], k), dtype=np.float32) * std,
+    )
+
+
+def report(benchmark, name, n_ratings, k, threads):
+    rate = n_ratings / benchmark.stats.stats.median
+    benchmark.extra_info.update(n_ratings=int(n_ratings), k=k, threads=threads, ratings_per_s=rate)
+    print(f"\n{name:>28} k={k:<4} threads={threads}  {rate / 1e6:6.1f}M ratings/s")
 
 
 @pytest.mark.parametrize("k", [32, 128])
-@pytest.mark.parametrize("name", list(KERNELS))
-def test_epoch_throughput(benchmark, synthetic, name, k):
-    rows, cols, values, (m, n) = synthetic
-    if name == "fastmf-logistic":
-        values = np.where(values >= 4, 1.0, -1.0).astype(np.float32)
+def test_straightforward_loop(benchmark, synthetic, k):
+    rows, cols, values, shape = synthetic
+    P, Q = factors(shape, k)
     rng = np.random.default_rng(0)
-    P = (rng.standard_normal((m, k), dtype=np.float32) * 0.1).astype(np.float32)
-    Q = (rng.standard_normal((n, k), dtype=np.float32) * 0.1).astype(np.float32)
-    lr, l2 = np.float32(0.005), np.float32(0.05)
-    kernel = KERNELS[name]
-    kernel(rows[:1000], cols[:1000], values[:1000], np.arange(1000), P, Q, lr, l2)  # compile
+    straightforward_epoch(rows, cols, values, np.arange(1000), P, Q, LR, L2)  # compile
 
     def setup():
-        return (rows, cols, values, rng.permutation(rows.size), P, Q, lr, l2), {}
+        return (rows, cols, values, rng.permutation(rows.size), P, Q, LR, L2), {}
 
     benchmark.group = f"epoch k={k}"
-    benchmark.extra_info.update(n_ratings=int(rows.size), k=k, threads=1)
-    benchmark.pedantic(kernel, setup=setup, rounds=3, iterations=1)
-    rate = rows.size / benchmark.stats.stats.median
-    benchmark.extra_info["ratings_per_s"] = rate
-    print(f"\n{name:>16} k={k:<4} {rate / 1e6:6.1f}M ratings/s")
+    benchmark.pedantic(straightforward_epoch, setup=setup, rounds=3, iterations=1)
+    report(benchmark, "straightforward (shuffled)", rows.size, k, 1)
+
+
+@pytest.mark.parametrize("threads", [1, max_threads()])
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+@pytest.mark.parametrize("k", [32, 128])
+def test_fastmf_epoch(benchmark, synthetic, k, loss, threads):
+    rows, cols, values, shape = synthetic
+    if loss == "logistic":
+        values = np.where(values >= 4, 1.0, -1.0).astype(np.float32)
+    coo = check_coo((rows, cols, values), shape)
+    grid = _blocks.choose_grid(*shape, coo.nnz, k)
+    rng = np.random.default_rng(0)
+    layout = _blocks.arrange(coo, grid, rng)
+    P, Q = factors(shape, k)
+    epoch = _kernels.sgd_epoch_parallel if threads > 1 else _kernels.sgd_epoch_serial
+    code = _kernels.SQUARED if loss == "squared" else _kernels.LOGISTIC
+    arrays = (layout.rows, layout.cols, layout.values, layout.block_offsets)
+    block_loss = np.zeros(grid * grid)
+
+    def run(schedule):
+        epoch(code, *arrays, schedule, P, Q, LR, L2, block_loss)
+
+    def setup():
+        return (_blocks.epoch_schedule(grid, rng),), {}
+
+    with numba_threads(threads):
+        run(_blocks.epoch_schedule(grid, rng))  # compile / warm up
+        benchmark.group = f"epoch k={k}"
+        benchmark.extra_info["grid"] = grid
+        benchmark.pedantic(run, setup=setup, rounds=5, iterations=1)
+    report(benchmark, f"fastmf {loss}", rows.size, k, threads)
     assert np.isfinite(P).all()
 
 
-def test_objective_pass_throughput(benchmark, synthetic):
-    rows, cols, values, (m, n) = synthetic
-    rng = np.random.default_rng(0)
-    P = (rng.standard_normal((m, 32), dtype=np.float32) * 0.1).astype(np.float32)
-    Q = (rng.standard_normal((n, 32), dtype=np.float32) * 0.1).astype(np.float32)
-    _kernels.objective_squared(rows[:10], cols[:10], values[:10], P, Q)
+def test_objective_pass(benchmark, synthetic):
+    rows, cols, values, shape = synthetic
+    coo = check_coo((rows, cols, values), shape)
+    layout = _blocks.arrange(coo, 8, np.random.default_rng(0))
+    P, Q = factors(shape, 32)
+    args = (
+        _kernels.SQUARED,
+        layout.rows,
+        layout.cols,
+        layout.values,
+        layout.block_offsets,
+        P,
+        Q,
+        np.zeros(64),
+    )
+    _kernels.objective_serial(*args)
     benchmark.group = "objective k=32"
-    benchmark.pedantic(_kernels.objective_squared, args=(rows, cols, values, P, Q), rounds=3)
-    rate = rows.size / benchmark.stats.stats.median
-    benchmark.extra_info["ratings_per_s"] = rate
-    print(f"\n       objective k=32   {rate / 1e6:6.1f}M ratings/s")
+    benchmark.pedantic(_kernels.objective_serial, args=args, rounds=3, iterations=1)
+    report(benchmark, "fastmf objective pass", rows.size, 32, 1)

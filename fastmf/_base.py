@@ -8,7 +8,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from . import _kernels
-from ._blocks import arrange, choose_grid, epoch_schedule, inverse_permutation
+from ._blocks import arrange, choose_grid, epoch_schedule, inverse_permutation, permute_rows
 from ._jit import numba_threads, resolve_threads
 from ._validation import check_coo, check_index, check_pairs
 from .exceptions import ConvergenceWarning, DivergenceError, NotFittedError
@@ -207,8 +207,10 @@ class MatrixFactorization:
         m, n = coo.shape
         k = params["k"]
         std = float(params["init_scale"]) / float(np.sqrt(k))
-        user_factors = (rng.standard_normal((m, k), dtype=np.float32) * std).astype(np.float32)
-        item_factors = (rng.standard_normal((n, k), dtype=np.float32) * std).astype(np.float32)
+        user_factors = rng.standard_normal((m, k), dtype=np.float32)
+        user_factors *= np.float32(std)
+        item_factors = rng.standard_normal((n, k), dtype=np.float32)
+        item_factors *= np.float32(std)
         return self._fit_coo(coo, duplicates, user_factors, item_factors, rng, params)
 
     def _check_input(self, X, shape, duplicates):
@@ -218,8 +220,8 @@ class MatrixFactorization:
     def _fit_coo(self, coo, duplicates, user_factors, item_factors, rng, params):
         """Arrange the data in blocks and run the epoch loop from the given factors.
 
-        ``user_factors`` and ``item_factors`` are in original id order; they are
-        not modified.
+        ``user_factors`` and ``item_factors`` (float32, C-contiguous, original id
+        order) are taken over: training reorders and updates them in place.
         """
         if self._loss not in _LOSS_CODES:
             raise TypeError(
@@ -237,8 +239,8 @@ class MatrixFactorization:
             layout = arrange(coo, grid, rng, duplicates, parallel=threads > 1)
             del coo  # the layout is the one copy of the ratings kept while training
             # Internal (relabeled) order: the rows of one stripe are contiguous in memory.
-            user_factors = np.ascontiguousarray(user_factors[layout.user_perm], dtype=np.float32)
-            item_factors = np.ascontiguousarray(item_factors[layout.item_perm], dtype=np.float32)
+            permute_rows(user_factors, layout.user_perm)
+            permute_rows(item_factors, layout.item_perm)
             block_loss = np.zeros(grid * grid, dtype=np.float64)
             if threads > 1:
                 sgd_epoch, data_objective = _kernels.sgd_epoch_parallel, _kernels.objective_parallel
@@ -304,9 +306,11 @@ class MatrixFactorization:
                 stacklevel=3,
             )
         # Commit the fitted state only now, so that a failed fit changes nothing.
+        permute_rows(user_factors, inverse_permutation(layout.user_perm))
+        permute_rows(item_factors, inverse_permutation(layout.item_perm))
         self.__dict__.update(
-            user_factors_=user_factors[inverse_permutation(layout.user_perm)],
-            item_factors_=item_factors[inverse_permutation(layout.item_perm)],
+            user_factors_=user_factors,
+            item_factors_=item_factors,
             loss_curve_=np.asarray(loss_curve, dtype=np.float64),
             n_iter_=len(loss_curve),
             n_users_=m,

@@ -206,6 +206,32 @@ def inverse_permutation(permutation):
 
 
 @kernel
+def permute_rows(factors, source):
+    """Reorder the rows of ``factors`` in place: row ``r`` becomes old row ``source[r]``.
+
+    ``factors``: float32 (n_rows, k); ``source``: int64 permutation of
+    range(n_rows). Follows the permutation's cycles with one spare row, so
+    no second factor matrix is allocated.
+    """
+    n_rows = factors.shape[0]
+    done = np.zeros(n_rows, dtype=np.bool_)
+    spare = np.empty(factors.shape[1], dtype=factors.dtype)
+    for start in range(n_rows):
+        if done[start]:
+            continue
+        spare[:] = factors[start]
+        row = start
+        while True:
+            done[row] = True
+            nxt = source[row]
+            if nxt == start:
+                factors[row] = spare
+                break
+            factors[row] = factors[nxt]
+            row = nxt
+
+
+@kernel
 def _stripe(index, grid, size):
     return (np.int64(index) * grid) // size
 
