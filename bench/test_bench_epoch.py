@@ -63,10 +63,9 @@ def test_fastmf_epoch(benchmark, synthetic, k, loss, threads):
     epoch = _kernels.sgd_epoch_parallel if threads > 1 else _kernels.sgd_epoch_serial
     code = _kernels.SQUARED if loss == "squared" else _kernels.LOGISTIC
     arrays = (layout.rows, layout.cols, layout.values, layout.block_offsets)
-    block_loss = np.zeros(grid * grid)
 
     def run(schedule):
-        epoch(code, *arrays, schedule, P, Q, LR, L2, block_loss)
+        epoch(code, *arrays, schedule, P, Q, LR, L2)
 
     def setup():
         return (_blocks.epoch_schedule(grid, rng),), {}

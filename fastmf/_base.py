@@ -218,7 +218,7 @@ class MatrixFactorization:
         return check_coo(X, shape, duplicates=duplicates)
 
     def _fit_coo(self, coo, duplicates, user_factors, item_factors, rng, params):
-        """Arrange the data in blocks and run the epoch loop from the given factors.
+        """Arrange the data in blocks, train, and commit the fitted state.
 
         ``user_factors`` and ``item_factors`` (float32, C-contiguous, original id
         order) are taken over: training reorders and updates them in place.
@@ -227,11 +227,6 @@ class MatrixFactorization:
             raise TypeError(
                 "MatrixFactorization is a base class; fit RealValueMF or BinaryMF instead."
             )
-        loss = _LOSS_CODES[self._loss]
-        lr = np.float32(params["lr"])
-        l2 = np.float32(params["l2"])
-        tol = params["tol"]
-        n_epochs = params["n_epochs"]
         threads = params["n_threads"]
         m, n = coo.shape
         grid = params["grid"] or choose_grid(m, n, coo.nnz, params["k"])
@@ -241,67 +236,15 @@ class MatrixFactorization:
             # Internal (relabeled) order: the rows of one stripe are contiguous in memory.
             permute_rows(user_factors, layout.user_perm)
             permute_rows(item_factors, layout.item_perm)
-            block_loss = np.zeros(grid * grid, dtype=np.float64)
-            if threads > 1:
-                sgd_epoch, data_objective = _kernels.sgd_epoch_parallel, _kernels.objective_parallel
-            else:
-                sgd_epoch, data_objective = _kernels.sgd_epoch_serial, _kernels.objective_serial
-            arrays = (layout.rows, layout.cols, layout.values, layout.block_offsets)
-
-            def objective():
-                data_objective(loss, *arrays, user_factors, item_factors, block_loss)
-                penalty = _kernels.weighted_squared_norms(user_factors, layout.user_counts)
-                penalty += _kernels.weighted_squared_norms(item_factors, layout.item_counts)
-                # Blocks are added in a fixed order: same bits for any thread count.
-                return (block_loss.sum() + 0.5 * float(l2) * penalty) / layout.nnz
-
-            loss_curve = []
-            converged = False
-            epochs_without_improvement = 0
-            best = objective()
-            for epoch in range(1, n_epochs + 1):
-                schedule = epoch_schedule(grid, rng)
-                start = time.perf_counter()
-                sgd_epoch(loss, *arrays, schedule, user_factors, item_factors, lr, l2, block_loss)
-                seconds = time.perf_counter() - start
-                current = objective()
-                if not (
-                    np.isfinite(current)
-                    and np.isfinite(user_factors).all()
-                    and np.isfinite(item_factors).all()
-                ):
-                    raise DivergenceError(
-                        f"{type(self).__name__} diverged in epoch {epoch}: the objective "
-                        f"became {current} (lr={params['lr']!r}). Use a smaller learning rate, "
-                        f"e.g. lr={params['lr'] / 10:g}, or a larger l2. The model was not "
-                        "changed."
-                    )
-                loss_curve.append(current)
-                # SGD makes the objective noisy near the optimum, so progress is
-                # measured against the best value so far, over several epochs.
-                decrease = (best - current) / abs(best) if best != 0 else 0.0
-                if params["verbose"]:
-                    print(
-                        f"epoch {epoch:>4}/{n_epochs}  objective {current:.6g}  "
-                        f"rel. decrease {decrease:+.2e}  "
-                        f"{layout.nnz / max(seconds, 1e-9) / 1e6:.1f}M ratings/s",
-                        flush=True,
-                    )
-                if tol is not None and decrease < tol:
-                    epochs_without_improvement += 1
-                    if epochs_without_improvement >= params["n_iter_no_change"]:
-                        converged = True
-                        break
-                else:
-                    epochs_without_improvement = 0
-                best = min(best, current)
-
-        if tol is not None and not converged:
+            loss_curve, converged = self._run_epochs(
+                layout, user_factors, item_factors, rng, params
+            )
+        if params["tol"] is not None and not converged:
             warnings.warn(
-                f"{type(self).__name__} stopped at n_epochs={n_epochs} before converging (the "
-                f"objective still improved by a relative tol={tol:g} within the last "
-                f"{params['n_iter_no_change']} epochs). Increase n_epochs or lr, "
-                "or set tol=None to run a fixed number of epochs.",
+                f"{type(self).__name__} stopped at n_epochs={params['n_epochs']} before "
+                f"converging (the objective still improved by a relative tol={params['tol']:g} "
+                f"within the last {params['n_iter_no_change']} epochs). Increase n_epochs or "
+                "lr, or set tol=None to run a fixed number of epochs.",
                 ConvergenceWarning,
                 stacklevel=3,
             )
@@ -317,6 +260,66 @@ class MatrixFactorization:
             n_items_=n,
         )
         return self
+
+    def _run_epochs(self, layout, user_factors, item_factors, rng, params):
+        """Run SGD epochs until convergence or ``n_epochs``; return (loss_curve, converged).
+
+        One kernel call per epoch; this loop owns the objective, convergence,
+        divergence and progress output. Factors are updated in place.
+        """
+        loss = _LOSS_CODES[self._loss]
+        lr = np.float32(params["lr"])
+        l2 = np.float32(params["l2"])
+        tol, n_epochs = params["tol"], params["n_epochs"]
+        if params["n_threads"] > 1:
+            sgd_epoch, data_objective = _kernels.sgd_epoch_parallel, _kernels.objective_parallel
+        else:
+            sgd_epoch, data_objective = _kernels.sgd_epoch_serial, _kernels.objective_serial
+        arrays = (layout.rows, layout.cols, layout.values, layout.block_offsets)
+        block_loss = np.zeros(layout.grid**2, dtype=np.float64)
+
+        def objective():
+            data_objective(loss, *arrays, user_factors, item_factors, block_loss)
+            penalty = _kernels.weighted_squared_norms(user_factors, layout.user_counts)
+            penalty += _kernels.weighted_squared_norms(item_factors, layout.item_counts)
+            # Blocks are added in a fixed order: same bits for any thread count.
+            return (block_loss.sum() + 0.5 * float(l2) * penalty) / layout.nnz
+
+        loss_curve = []
+        epochs_without_improvement = 0
+        best = objective()
+        for epoch in range(1, n_epochs + 1):
+            schedule = epoch_schedule(layout.grid, rng)
+            start = time.perf_counter()
+            sgd_epoch(loss, *arrays, schedule, user_factors, item_factors, lr, l2)
+            seconds = time.perf_counter() - start
+            current = objective()
+            finite = np.isfinite(user_factors).all() and np.isfinite(item_factors).all()
+            if not (np.isfinite(current) and finite):
+                raise DivergenceError(
+                    f"{type(self).__name__} diverged in epoch {epoch}: the objective became "
+                    f"{current} (lr={params['lr']!r}). Use a smaller learning rate, e.g. "
+                    f"lr={params['lr'] / 10:g}, or a larger l2. The model was not changed."
+                )
+            loss_curve.append(current)
+            # SGD makes the objective noisy near the optimum, so progress is
+            # measured against the best value so far, over several epochs.
+            decrease = (best - current) / abs(best) if best != 0 else 0.0
+            if params["verbose"]:
+                print(
+                    f"epoch {epoch:>4}/{n_epochs}  objective {current:.6g}  "
+                    f"rel. decrease {decrease:+.2e}  "
+                    f"{layout.nnz / max(seconds, 1e-9) / 1e6:.1f}M ratings/s",
+                    flush=True,
+                )
+            if tol is not None and decrease < tol:
+                epochs_without_improvement += 1
+                if epochs_without_improvement >= params["n_iter_no_change"]:
+                    return loss_curve, True
+            else:
+                epochs_without_improvement = 0
+            best = min(best, current)
+        return loss_curve, False
 
     # ------------------------------------------------------------- prediction
     def _check_is_fitted(self):

@@ -178,8 +178,8 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False):
         grid,
         user_perm,
         item_perm,
-        np.bincount(rows, minlength=m).astype(np.float64),
-        np.bincount(cols, minlength=n).astype(np.float64),
+        _count_ids(rows, m),
+        _count_ids(cols, n),
     )
 
 
@@ -229,6 +229,19 @@ def permute_rows(factors, source):
                 break
             factors[row] = factors[nxt]
             row = nxt
+
+
+@kernel
+def _count_ids(ids, size):
+    """Return how often each id in range(size) occurs, as float64.
+
+    ``np.bincount`` would first cast int32 ids to int64: a transient copy as
+    large as the ids themselves.
+    """
+    counts = np.zeros(size, dtype=np.float64)
+    for idx in range(ids.shape[0]):
+        counts[ids[idx]] += 1.0
+    return counts
 
 
 @kernel

@@ -22,9 +22,9 @@ Conventions for every kernel:
   precision; a float64 scalar would promote them).
 - ``loss``: :data:`SQUARED` or :data:`LOGISTIC`.
 
-Losses are summed per block in float64 and written to ``block_loss`` (float64,
-shape (n_blocks,)); the caller adds the blocks up in a fixed order, so the
-result does not depend on how many threads ran.
+The objective kernels sum float32 loss terms per block in float64 into
+``block_loss`` (float64, shape (n_blocks,)); the caller adds the blocks up in a
+fixed order, so the result does not depend on how many threads ran.
 """
 
 import math
@@ -63,45 +63,40 @@ def _sgd_update(user_factors, u, item_factors, i, gradient_scale, lr, l2):
 
 
 @kernel
-def _softplus(x):
-    """Return ``log(1 + exp(x))`` without overflow, in float64."""
-    x = np.float64(x)
-    if x > 0.0:
-        return x + math.log1p(math.exp(-x))
-    return math.log1p(math.exp(x))
+def _sigmoid(x):
+    """Return ``1 / (1 + exp(-x))`` in float32 without overflow."""
+    z = np.float32(math.exp(-abs(x)))
+    if x >= 0:
+        return np.float32(1.0) / (np.float32(1.0) + z)
+    return z / (np.float32(1.0) + z)
 
 
 @kernel
-def _logistic_step_terms(margin):
-    """Return ``(sigmoid(-margin), log(1 + exp(-margin)))`` in float32, overflow-free.
-
-    Both come from one ``exp(-|margin|)``, which lies in (0, 1].
-    """
-    z = np.float32(math.exp(-abs(margin)))
-    if margin >= 0:
-        return z / (np.float32(1.0) + z), np.float32(math.log1p(z))
-    return np.float32(1.0) / (np.float32(1.0) + z), np.float32(math.log1p(z)) - margin
+def _softplus(x):
+    """Return ``log(1 + exp(x))`` in float32 without overflow."""
+    z = np.float32(math.log1p(math.exp(-abs(x))))
+    if x > 0:
+        return x + z
+    return z
 
 
 # ---------------------------------------------------------------- SGD passes
+# The SGD kernels return nothing: the objective kernels below are the one
+# source of loss values. (Summing the logistic loss during the pass would cost
+# a log1p per rating, a third of the pass.)
 @kernel
 def sgd_block_squared(rows, cols, values, start, end, user_factors, item_factors, lr, l2):
     """Run SGD on the squared loss over entries ``start:end``, in storage order.
 
     Per entry ``(u, i, r)`` with error ``e = r - p_u . q_i``, applies the
     stochastic gradient step of ``0.5 * e**2 + 0.5 * l2 * (|p_u|^2 + |q_i|^2)``.
-
-    Updates ``user_factors`` and ``item_factors`` in place. Returns the sum of
-    ``0.5 * e**2`` over the entries, each taken just before its update (float64).
+    Updates ``user_factors`` and ``item_factors`` in place.
     """
-    total = 0.0
     for idx in range(start, end):
         u = rows[idx]
         i = cols[idx]
         err = values[idx] - _dot(user_factors, u, item_factors, i)
-        total += 0.5 * np.float64(err) * np.float64(err)
         _sgd_update(user_factors, u, item_factors, i, err, lr, l2)
-    return total
 
 
 @kernel
@@ -111,54 +106,37 @@ def sgd_block_logistic(rows, cols, values, start, end, user_factors, item_factor
     Per entry ``(u, i, y)`` with ``y`` in {-1, +1} and score ``s = p_u . q_i``,
     applies the stochastic gradient step of
     ``log(1 + exp(-y * s)) + 0.5 * l2 * (|p_u|^2 + |q_i|^2)``; the data-loss
-    derivative is ``-y * sigmoid(-y * s)``.
-
-    Updates ``user_factors`` and ``item_factors`` in place. Returns the sum of
-    ``log(1 + exp(-y * s))`` over the entries, each taken just before its
-    update (float32 terms summed in float64).
+    derivative is ``-y * sigmoid(-y * s)``. Updates ``user_factors`` and
+    ``item_factors`` in place.
     """
-    total = 0.0
     for idx in range(start, end):
         u = rows[idx]
         i = cols[idx]
         label = values[idx]
         margin = label * _dot(user_factors, u, item_factors, i)
-        sigmoid_neg, loss = _logistic_step_terms(margin)
-        total += loss
-        _sgd_update(user_factors, u, item_factors, i, label * sigmoid_neg, lr, l2)
-    return total
+        _sgd_update(user_factors, u, item_factors, i, label * _sigmoid(-margin), lr, l2)
 
 
 @kernel
 def _sgd_block(loss, rows, cols, values, start, end, user_factors, item_factors, lr, l2):
     if loss == SQUARED:
-        return sgd_block_squared(rows, cols, values, start, end, user_factors, item_factors, lr, l2)
-    return sgd_block_logistic(rows, cols, values, start, end, user_factors, item_factors, lr, l2)
+        sgd_block_squared(rows, cols, values, start, end, user_factors, item_factors, lr, l2)
+    else:
+        sgd_block_logistic(rows, cols, values, start, end, user_factors, item_factors, lr, l2)
 
 
 @kernel
 def sgd_epoch_serial(
-    loss,
-    rows,
-    cols,
-    values,
-    block_offsets,
-    schedule,
-    user_factors,
-    item_factors,
-    lr,
-    l2,
-    block_loss,
+    loss, rows, cols, values, block_offsets, schedule, user_factors, item_factors, lr, l2
 ):
     """Run one SGD epoch: every block of ``schedule``, stratum by stratum, on one thread.
 
-    Updates ``user_factors``, ``item_factors`` and ``block_loss`` in place.
-    Starts no thread pool.
+    Updates ``user_factors`` and ``item_factors`` in place. Starts no thread pool.
     """
     for stratum in range(schedule.shape[0]):
         for slot in range(schedule.shape[1]):
             block = schedule[stratum, slot]
-            block_loss[block] = _sgd_block(
+            _sgd_block(
                 loss,
                 rows,
                 cols,
@@ -174,17 +152,7 @@ def sgd_epoch_serial(
 
 @parallel_kernel
 def sgd_epoch_parallel(
-    loss,
-    rows,
-    cols,
-    values,
-    block_offsets,
-    schedule,
-    user_factors,
-    item_factors,
-    lr,
-    l2,
-    block_loss,
+    loss, rows, cols, values, block_offsets, schedule, user_factors, item_factors, lr, l2
 ):
     """Run one SGD epoch like :func:`sgd_epoch_serial`, the blocks of a stratum in parallel.
 
@@ -195,7 +163,7 @@ def sgd_epoch_parallel(
     for stratum in range(schedule.shape[0]):
         for slot in numba.prange(schedule.shape[1]):
             block = schedule[stratum, slot]
-            block_loss[block] = _sgd_block(
+            _sgd_block(
                 loss,
                 rows,
                 cols,
@@ -219,7 +187,7 @@ def _block_objective(loss, rows, cols, values, start, end, user_factors, item_fa
             err = np.float64(values[idx] - score)
             total += 0.5 * err * err
         else:
-            total += _softplus(-values[idx] * score)
+            total += np.float64(_softplus(-values[idx] * score))
     return total
 
 
