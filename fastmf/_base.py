@@ -15,6 +15,7 @@ from .exceptions import ConvergenceWarning, DivergenceError, NotFittedError
 from .similarity import cosine_similarity, top_similar
 
 _LOSS_CODES = {"squared": _kernels.SQUARED, "logistic": _kernels.LOGISTIC}
+LEARNING_RATES = ("constant", "adagrad")
 
 
 def check_random_state(random_state):
@@ -74,6 +75,8 @@ class MatrixFactorization:
         n_epochs=100,
         tol=1e-4,
         n_iter_no_change=3,
+        learning_rate="constant",
+        biases=False,
         init_scale=0.1,
         random_state=None,
         n_threads=None,
@@ -86,6 +89,8 @@ class MatrixFactorization:
         self.n_epochs = n_epochs
         self.tol = tol
         self.n_iter_no_change = n_iter_no_change
+        self.learning_rate = learning_rate
+        self.biases = biases
         self.init_scale = init_scale
         self.random_state = random_state
         self.n_threads = n_threads
@@ -167,6 +172,13 @@ class MatrixFactorization:
             raise ValueError(f"{name}: {error}") from None
         if p["grid"] is not None:
             number("grid", 1, True, integer=True)
+        if p["learning_rate"] not in LEARNING_RATES:
+            raise ValueError(
+                f"{name}: learning_rate must be one of {LEARNING_RATES}, got "
+                f"{p['learning_rate']!r}."
+            )
+        if not isinstance(p["biases"], (bool, np.bool_)):
+            raise TypeError(f"{name}: biases must be True or False, got {p['biases']!r}.")
         if not isinstance(p["verbose"], (Integral, bool)):
             raise TypeError(f"{name}: verbose must be an int or bool, got {p['verbose']!r}.")
         return p
@@ -233,11 +245,19 @@ class MatrixFactorization:
         with numba_threads(threads):
             layout = arrange(coo, grid, rng, duplicates, parallel=threads > 1)
             del coo  # the layout is the one copy of the ratings kept while training
+            # Squared loss with biases models r = mean + b_u + b_i + p.q: train on
+            # centered values (the layout is fit's own copy, so in place is safe).
+            global_mean = 0.0
+            if params["biases"] and self._loss == "squared":
+                global_mean = float(layout.values.mean(dtype=np.float64))
+                np.subtract(layout.values, np.float32(global_mean), out=layout.values)
             # Internal (relabeled) order: the rows of one stripe are contiguous in memory.
             permute_rows(user_factors, layout.user_perm)
             permute_rows(item_factors, layout.item_perm)
+            user_bias = np.zeros(m if params["biases"] else 0, dtype=np.float32)
+            item_bias = np.zeros(n if params["biases"] else 0, dtype=np.float32)
             loss_curve, converged = self._run_epochs(
-                layout, user_factors, item_factors, rng, params
+                layout, user_factors, item_factors, user_bias, item_bias, rng, params
             )
         if params["tol"] is not None and not converged:
             warnings.warn(
@@ -249,11 +269,16 @@ class MatrixFactorization:
                 stacklevel=3,
             )
         # Commit the fitted state only now, so that a failed fit changes nothing.
-        permute_rows(user_factors, inverse_permutation(layout.user_perm))
-        permute_rows(item_factors, inverse_permutation(layout.item_perm))
+        user_new = inverse_permutation(layout.user_perm)
+        item_new = inverse_permutation(layout.item_perm)
+        permute_rows(user_factors, user_new)
+        permute_rows(item_factors, item_new)
         self.__dict__.update(
             user_factors_=user_factors,
             item_factors_=item_factors,
+            user_bias_=user_bias[user_new] if params["biases"] else np.zeros(m, np.float32),
+            item_bias_=item_bias[item_new] if params["biases"] else np.zeros(n, np.float32),
+            global_mean_=global_mean,
             loss_curve_=np.asarray(loss_curve, dtype=np.float64),
             n_iter_=len(loss_curve),
             n_users_=m,
@@ -261,11 +286,12 @@ class MatrixFactorization:
         )
         return self
 
-    def _run_epochs(self, layout, user_factors, item_factors, rng, params):
+    def _run_epochs(self, layout, user_factors, item_factors, user_bias, item_bias, rng, params):
         """Run SGD epochs until convergence or ``n_epochs``; return (loss_curve, converged).
 
         One kernel call per epoch; this loop owns the objective, convergence,
-        divergence and progress output. Factors are updated in place.
+        divergence and progress output. Factors and biases (empty arrays when
+        the model has none) are updated in place.
         """
         loss = _LOSS_CODES[self._loss]
         lr = np.float32(params["lr"])
@@ -277,11 +303,20 @@ class MatrixFactorization:
             sgd_epoch, data_objective = _kernels.sgd_epoch_serial, _kernels.objective_serial
         arrays = (layout.rows, layout.cols, layout.values, layout.block_offsets)
         block_loss = np.zeros(layout.grid**2, dtype=np.float64)
+        use_bias = bool(params["biases"])
+        adagrad = params["learning_rate"] == "adagrad"
+        # AdaGrad accumulators start at 1, as in LIBMF, so the first steps are at most lr.
+        user_acc = np.ones(user_factors.shape[0] if adagrad else 0, dtype=np.float32)
+        item_acc = np.ones(item_factors.shape[0] if adagrad else 0, dtype=np.float32)
+        state = (user_factors, item_factors, user_bias, item_bias)
 
         def objective():
-            data_objective(loss, *arrays, user_factors, item_factors, block_loss)
+            data_objective(loss, *arrays, *state, use_bias, block_loss)
             penalty = _kernels.weighted_squared_norms(user_factors, layout.user_counts)
             penalty += _kernels.weighted_squared_norms(item_factors, layout.item_counts)
+            if use_bias:
+                penalty += _kernels.weighted_squared_norms(user_bias[:, None], layout.user_counts)
+                penalty += _kernels.weighted_squared_norms(item_bias[:, None], layout.item_counts)
             # Blocks are added in a fixed order: same bits for any thread count.
             return (block_loss.sum() + 0.5 * float(l2) * penalty) / layout.nnz
 
@@ -291,10 +326,12 @@ class MatrixFactorization:
         for epoch in range(1, n_epochs + 1):
             schedule = epoch_schedule(layout.grid, rng)
             start = time.perf_counter()
-            sgd_epoch(loss, *arrays, schedule, user_factors, item_factors, lr, l2)
+            sgd_epoch(
+                loss, *arrays, schedule, *state, user_acc, item_acc, lr, l2, use_bias, adagrad
+            )
             seconds = time.perf_counter() - start
             current = objective()
-            finite = np.isfinite(user_factors).all() and np.isfinite(item_factors).all()
+            finite = all(np.isfinite(array).all() for array in state)
             if not (np.isfinite(current) and finite):
                 raise DivergenceError(
                     f"{type(self).__name__} diverged in epoch {epoch}: the objective became "
@@ -346,7 +383,9 @@ class MatrixFactorization:
         return view
 
     def decision_function(self, rows, cols):
-        """Score ``p_u . q_i`` for each (user, item) pair, without forming P Q^T.
+        """Score ``mean + b_u + b_i + p_u . q_i`` for each (user, item) pair, without forming P Q^T.
+
+        Without biases (the default) the mean and biases are 0.
 
         Parameters
         ----------
@@ -361,6 +400,9 @@ class MatrixFactorization:
         flat_rows, flat_cols, out_shape = check_pairs(rows, cols, (self.n_users_, self.n_items_))
         out = np.empty(flat_rows.shape[0], dtype=np.float32)
         _kernels.predict_coo(flat_rows, flat_cols, self.user_factors_, self.item_factors_, out)
+        out += self.user_bias_[flat_rows]
+        out += self.item_bias_[flat_cols]
+        out += np.float32(self.global_mean_)
         return out.reshape(out_shape)
 
     # ------------------------------------------------------------- similarity

@@ -48,18 +48,75 @@ def _dot(user_factors, u, item_factors, i):
 
 
 @kernel
-def _sgd_update(user_factors, u, item_factors, i, gradient_scale, lr, l2):
-    """Apply one SGD step to rows ``u`` and ``i`` in place.
+def _sgd_step(
+    user_factors,
+    u,
+    item_factors,
+    i,
+    gradient_scale,
+    user_bias,
+    item_bias,
+    user_acc,
+    item_acc,
+    lr,
+    l2,
+    use_bias,
+    adagrad,
+):
+    """Apply one SGD step to rows ``u`` and ``i`` (and their biases) in place.
 
-    ``gradient_scale`` is minus the derivative of the entry's data loss with
-    respect to the score ``p_u . q_i``. Both rows move from their old values:
-    ``p_u += lr * (g * q_i - l2 * p_u)`` and ``q_i += lr * (g * p_u - l2 * q_i)``.
+    ``gradient_scale`` ``g`` is minus the derivative of the entry's data loss
+    with respect to its score. Both rows move from their old values:
+    ``p_u += lr_u * (g * q_i - l2 * p_u)``, ``q_i += lr_i * (g * p_u - l2 * q_i)``,
+    and with ``use_bias`` ``b_u += lr_u * (g - l2 * b_u)``, likewise ``b_i``.
+    With ``adagrad`` the step sizes are ``lr / sqrt(acc)``, where each row's
+    accumulator (``user_acc[u]``, ``item_acc[i]``, float32, starting at 1)
+    first adds the mean squared gradient over the row's coordinates (LIBMF's
+    AdaGrad, one accumulator per row); otherwise both are ``lr``.
     """
-    for f in range(user_factors.shape[1]):
+    k = user_factors.shape[1]
+    lr_user = lr
+    lr_item = lr
+    if adagrad:
+        sq_user = np.float32(0.0)
+        sq_item = np.float32(0.0)
+        for f in range(k):
+            p = user_factors[u, f]
+            q = item_factors[i, f]
+            grad_user = gradient_scale * q - l2 * p
+            grad_item = gradient_scale * p - l2 * q
+            sq_user += grad_user * grad_user
+            sq_item += grad_item * grad_item
+        n_coords = k
+        if use_bias:
+            grad_user = gradient_scale - l2 * user_bias[u]
+            grad_item = gradient_scale - l2 * item_bias[i]
+            sq_user += grad_user * grad_user
+            sq_item += grad_item * grad_item
+            n_coords += 1
+        user_acc[u] += sq_user / np.float32(n_coords)
+        item_acc[i] += sq_item / np.float32(n_coords)
+        lr_user = lr / np.float32(math.sqrt(user_acc[u]))
+        lr_item = lr / np.float32(math.sqrt(item_acc[i]))
+    if use_bias:
+        b_user = user_bias[u]
+        b_item = item_bias[i]
+        user_bias[u] = b_user + lr_user * (gradient_scale - l2 * b_user)
+        item_bias[i] = b_item + lr_item * (gradient_scale - l2 * b_item)
+    for f in range(k):
         p = user_factors[u, f]
         q = item_factors[i, f]
-        user_factors[u, f] = p + lr * (gradient_scale * q - l2 * p)
-        item_factors[i, f] = q + lr * (gradient_scale * p - l2 * q)
+        user_factors[u, f] = p + lr_user * (gradient_scale * q - l2 * p)
+        item_factors[i, f] = q + lr_item * (gradient_scale * p - l2 * q)
+
+
+@kernel
+def _score(user_factors, u, item_factors, i, user_bias, item_bias, use_bias):
+    """Return ``p_u . q_i`` (+ ``b_u + b_i`` with ``use_bias``) as float32."""
+    score = _dot(user_factors, u, item_factors, i)
+    if use_bias:
+        score += user_bias[u] + item_bias[i]
+    return score
 
 
 @kernel
@@ -88,54 +145,181 @@ def _softplus(x):
 # The SGD kernels return nothing: the objective kernels below are the one
 # source of loss values. (Summing the logistic loss during the pass would cost
 # a log1p per rating, a third of the pass.)
+# Shared arguments of the SGD kernels, after the entries and factors:
+# user_bias (n_users,), item_bias (n_items,): float32, used when use_bias;
+# user_acc (n_users,), item_acc (n_items,): float32 AdaGrad accumulators, used
+# when adagrad (may be empty otherwise); lr, l2: float32; use_bias, adagrad: bool.
 @kernel
-def sgd_block_squared(rows, cols, values, start, end, user_factors, item_factors, lr, l2):
+def sgd_block_squared(
+    rows,
+    cols,
+    values,
+    start,
+    end,
+    user_factors,
+    item_factors,
+    user_bias,
+    item_bias,
+    user_acc,
+    item_acc,
+    lr,
+    l2,
+    use_bias,
+    adagrad,
+):
     """Run SGD on the squared loss over entries ``start:end``, in storage order.
 
-    Per entry ``(u, i, r)`` with error ``e = r - p_u . q_i``, applies the
-    stochastic gradient step of ``0.5 * e**2 + 0.5 * l2 * (|p_u|^2 + |q_i|^2)``.
-    Updates ``user_factors`` and ``item_factors`` in place.
+    Per entry ``(u, i, r)`` with error ``e = r - s`` (``s`` the score), applies the
+    stochastic gradient step of ``0.5 * e**2 + 0.5 * l2 * (|p_u|^2 + |q_i|^2
+    [+ b_u^2 + b_i^2])``. Updates factors, biases and accumulators in place.
     """
     for idx in range(start, end):
         u = rows[idx]
         i = cols[idx]
-        err = values[idx] - _dot(user_factors, u, item_factors, i)
-        _sgd_update(user_factors, u, item_factors, i, err, lr, l2)
+        err = values[idx] - _score(user_factors, u, item_factors, i, user_bias, item_bias, use_bias)
+        _sgd_step(
+            user_factors,
+            u,
+            item_factors,
+            i,
+            err,
+            user_bias,
+            item_bias,
+            user_acc,
+            item_acc,
+            lr,
+            l2,
+            use_bias,
+            adagrad,
+        )
 
 
 @kernel
-def sgd_block_logistic(rows, cols, values, start, end, user_factors, item_factors, lr, l2):
+def sgd_block_logistic(
+    rows,
+    cols,
+    values,
+    start,
+    end,
+    user_factors,
+    item_factors,
+    user_bias,
+    item_bias,
+    user_acc,
+    item_acc,
+    lr,
+    l2,
+    use_bias,
+    adagrad,
+):
     """Run SGD on the logistic loss over entries ``start:end``, in storage order.
 
-    Per entry ``(u, i, y)`` with ``y`` in {-1, +1} and score ``s = p_u . q_i``,
-    applies the stochastic gradient step of
-    ``log(1 + exp(-y * s)) + 0.5 * l2 * (|p_u|^2 + |q_i|^2)``; the data-loss
-    derivative is ``-y * sigmoid(-y * s)``. Updates ``user_factors`` and
-    ``item_factors`` in place.
+    Per entry ``(u, i, y)`` with ``y`` in {-1, +1} and score ``s``, applies the
+    stochastic gradient step of ``log(1 + exp(-y * s)) + 0.5 * l2 * (...)``;
+    the data-loss derivative is ``-y * sigmoid(-y * s)``. Updates factors,
+    biases and accumulators in place.
     """
     for idx in range(start, end):
         u = rows[idx]
         i = cols[idx]
         label = values[idx]
-        margin = label * _dot(user_factors, u, item_factors, i)
-        _sgd_update(user_factors, u, item_factors, i, label * _sigmoid_of_negative(margin), lr, l2)
+        margin = label * _score(user_factors, u, item_factors, i, user_bias, item_bias, use_bias)
+        _sgd_step(
+            user_factors,
+            u,
+            item_factors,
+            i,
+            label * _sigmoid_of_negative(margin),
+            user_bias,
+            item_bias,
+            user_acc,
+            item_acc,
+            lr,
+            l2,
+            use_bias,
+            adagrad,
+        )
 
 
 @kernel
-def _sgd_block(loss, rows, cols, values, start, end, user_factors, item_factors, lr, l2):
+def _sgd_block(
+    loss,
+    rows,
+    cols,
+    values,
+    start,
+    end,
+    user_factors,
+    item_factors,
+    user_bias,
+    item_bias,
+    user_acc,
+    item_acc,
+    lr,
+    l2,
+    use_bias,
+    adagrad,
+):
     if loss == SQUARED:
-        sgd_block_squared(rows, cols, values, start, end, user_factors, item_factors, lr, l2)
+        sgd_block_squared(
+            rows,
+            cols,
+            values,
+            start,
+            end,
+            user_factors,
+            item_factors,
+            user_bias,
+            item_bias,
+            user_acc,
+            item_acc,
+            lr,
+            l2,
+            use_bias,
+            adagrad,
+        )
     else:
-        sgd_block_logistic(rows, cols, values, start, end, user_factors, item_factors, lr, l2)
+        sgd_block_logistic(
+            rows,
+            cols,
+            values,
+            start,
+            end,
+            user_factors,
+            item_factors,
+            user_bias,
+            item_bias,
+            user_acc,
+            item_acc,
+            lr,
+            l2,
+            use_bias,
+            adagrad,
+        )
 
 
 @kernel
 def sgd_epoch_serial(
-    loss, rows, cols, values, block_offsets, schedule, user_factors, item_factors, lr, l2
+    loss,
+    rows,
+    cols,
+    values,
+    block_offsets,
+    schedule,
+    user_factors,
+    item_factors,
+    user_bias,
+    item_bias,
+    user_acc,
+    item_acc,
+    lr,
+    l2,
+    use_bias,
+    adagrad,
 ):
     """Run one SGD epoch: every block of ``schedule``, stratum by stratum, on one thread.
 
-    Updates ``user_factors`` and ``item_factors`` in place. Starts no thread pool.
+    Updates factors, biases and accumulators in place. Starts no thread pool.
     """
     for stratum in range(schedule.shape[0]):
         for slot in range(schedule.shape[1]):
@@ -149,20 +333,42 @@ def sgd_epoch_serial(
                 block_offsets[block + 1],
                 user_factors,
                 item_factors,
+                user_bias,
+                item_bias,
+                user_acc,
+                item_acc,
                 lr,
                 l2,
+                use_bias,
+                adagrad,
             )
 
 
 @parallel_kernel
 def sgd_epoch_parallel(
-    loss, rows, cols, values, block_offsets, schedule, user_factors, item_factors, lr, l2
+    loss,
+    rows,
+    cols,
+    values,
+    block_offsets,
+    schedule,
+    user_factors,
+    item_factors,
+    user_bias,
+    item_bias,
+    user_acc,
+    item_acc,
+    lr,
+    l2,
+    use_bias,
+    adagrad,
 ):
     """Run one SGD epoch like :func:`sgd_epoch_serial`, the blocks of a stratum in parallel.
 
-    The blocks of one stratum touch disjoint factor rows and each block is run
-    by one thread in storage order, so the result is bit-for-bit that of
-    :func:`sgd_epoch_serial`, whatever the number of threads.
+    The blocks of one stratum touch disjoint rows (of factors, biases and
+    accumulators) and each block is run by one thread in storage order, so
+    the result is bit-for-bit that of :func:`sgd_epoch_serial`, whatever the
+    number of threads.
     """
     for stratum in range(schedule.shape[0]):
         for slot in numba.prange(schedule.shape[1]):
@@ -176,17 +382,37 @@ def sgd_epoch_parallel(
                 block_offsets[block + 1],
                 user_factors,
                 item_factors,
+                user_bias,
+                item_bias,
+                user_acc,
+                item_acc,
                 lr,
                 l2,
+                use_bias,
+                adagrad,
             )
 
 
 # ----------------------------------------------------------------- objective
 @kernel
-def _block_objective(loss, rows, cols, values, start, end, user_factors, item_factors):
+def _block_objective(
+    loss,
+    rows,
+    cols,
+    values,
+    start,
+    end,
+    user_factors,
+    item_factors,
+    user_bias,
+    item_bias,
+    use_bias,
+):
     total = 0.0
     for idx in range(start, end):
-        score = _dot(user_factors, rows[idx], item_factors, cols[idx])
+        score = _score(
+            user_factors, rows[idx], item_factors, cols[idx], user_bias, item_bias, use_bias
+        )
         if loss == SQUARED:
             err = np.float64(values[idx] - score)
             total += 0.5 * err * err
@@ -197,11 +423,22 @@ def _block_objective(loss, rows, cols, values, start, end, user_factors, item_fa
 
 @kernel
 def objective_serial(
-    loss, rows, cols, values, block_offsets, user_factors, item_factors, block_loss
+    loss,
+    rows,
+    cols,
+    values,
+    block_offsets,
+    user_factors,
+    item_factors,
+    user_bias,
+    item_bias,
+    use_bias,
+    block_loss,
 ):
     """Write each block's data loss into ``block_loss`` (float64), on one thread.
 
-    Squared: ``sum 0.5 * (r - p_u . q_i)**2``; logistic: ``sum log(1 + exp(-y p_u . q_i))``.
+    Squared: ``sum 0.5 * (r - s)**2``; logistic: ``sum log(1 + exp(-y s))``, with
+    ``s`` the score (``p_u . q_i``, plus ``b_u + b_i`` with ``use_bias``).
     """
     for block in range(block_offsets.shape[0] - 1):
         block_loss[block] = _block_objective(
@@ -213,12 +450,25 @@ def objective_serial(
             block_offsets[block + 1],
             user_factors,
             item_factors,
+            user_bias,
+            item_bias,
+            use_bias,
         )
 
 
 @parallel_kernel
 def objective_parallel(
-    loss, rows, cols, values, block_offsets, user_factors, item_factors, block_loss
+    loss,
+    rows,
+    cols,
+    values,
+    block_offsets,
+    user_factors,
+    item_factors,
+    user_bias,
+    item_bias,
+    use_bias,
+    block_loss,
 ):
     """Like :func:`objective_serial`, blocks in parallel (same bits)."""
     for block in numba.prange(block_offsets.shape[0] - 1):
@@ -231,6 +481,9 @@ def objective_parallel(
             block_offsets[block + 1],
             user_factors,
             item_factors,
+            user_bias,
+            item_bias,
+            use_bias,
         )
 
 

@@ -43,6 +43,16 @@ class RealValueMF(MatrixFactorization):
     n_iter_no_change : int, default=3
         Epochs without improvement before stopping; more than one, because SGD
         makes the objective fluctuate near the optimum.
+    learning_rate : {"constant", "adagrad"}, default="constant"
+        ``"constant"`` steps by ``lr`` (the notebook's SGD). ``"adagrad"``
+        adapts the step of every factor row to ``lr / sqrt(G)``, where ``G``
+        starts at 1 and adds the row's mean squared gradient at each update
+        (LIBMF's AdaGrad); it needs a larger ``lr`` (about 0.1) and is less
+        sensitive to its exact value.
+    biases : bool, default=False
+        Learn a global mean ``mu`` (the mean training rating; squared loss
+        only) and user and item biases, scoring ``mu + b_u + b_i + p_u . q_i``.
+        The penalty then includes ``l2 / 2 * (b_u**2 + b_i**2)`` per entry.
     init_scale : float, default=0.1
         Initial factors are drawn from N(0, init_scale**2 / k), so initial
         scores have a spread of about ``init_scale**2`` whatever ``k`` is.
@@ -68,6 +78,10 @@ class RealValueMF(MatrixFactorization):
     ----------
     user_factors_ : ndarray of float32, shape (n_users, k)
     item_factors_ : ndarray of float32, shape (n_items, k)
+    user_bias_, item_bias_ : ndarray of float32, shapes (n_users,), (n_items,)
+        Zeros unless ``biases=True``.
+    global_mean_ : float
+        The mean training rating with ``biases=True``, else 0.
     loss_curve_ : ndarray of float64, shape (n_iter_,)
         The objective L after each epoch.
     n_iter_ : int
@@ -135,6 +149,11 @@ class BinaryMF(MatrixFactorization):
         exactly ``n_epochs`` epochs.
     n_iter_no_change : int, default=3
         Epochs without a relative improvement of ``tol`` before stopping.
+    learning_rate : {"constant", "adagrad"}, default="constant"
+        As in :class:`RealValueMF`.
+    biases : bool, default=False
+        Learn user and item logit offsets, scoring ``b_u + b_i + p_u . q_i``
+        (no global term: it would be absorbed by the offsets).
     init_scale : float, default=0.5
         Initial factors are drawn from N(0, init_scale**2 / k). It is larger
         than RealValueMF's because with near-zero factors the logistic
@@ -164,6 +183,10 @@ class BinaryMF(MatrixFactorization):
     ----------
     user_factors_ : ndarray of float32, shape (n_users, k)
     item_factors_ : ndarray of float32, shape (n_items, k)
+    user_bias_, item_bias_ : ndarray of float32
+        Logit offsets; zeros unless ``biases=True``.
+    global_mean_ : float
+        Always 0 for BinaryMF.
     loss_curve_ : ndarray of float64, shape (n_iter_,)
         The objective L after each epoch.
     n_iter_ : int
@@ -182,6 +205,8 @@ class BinaryMF(MatrixFactorization):
         n_epochs=100,
         tol=1e-4,
         n_iter_no_change=3,
+        learning_rate="constant",
+        biases=False,
         init_scale=0.5,
         random_state=None,
         n_threads=None,
@@ -196,6 +221,8 @@ class BinaryMF(MatrixFactorization):
             n_epochs=n_epochs,
             tol=tol,
             n_iter_no_change=n_iter_no_change,
+            learning_rate=learning_rate,
+            biases=biases,
             init_scale=init_scale,
             random_state=random_state,
             n_threads=n_threads,

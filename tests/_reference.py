@@ -16,19 +16,53 @@ def neg_dloss_dscore(loss, value, score):
     return value / (1.0 + np.exp(value * score))
 
 
-def sgd_epoch(loss, rows, cols, values, order, user_factors, item_factors, lr, l2):
-    """One SGD pass; returns new factor arrays and the summed pre-update loss."""
+def sgd_epoch(
+    loss,
+    rows,
+    cols,
+    values,
+    order,
+    user_factors,
+    item_factors,
+    lr,
+    l2,
+    user_bias=None,
+    item_bias=None,
+    user_acc=None,
+    item_acc=None,
+):
+    """One SGD pass; returns new factors and the summed pre-update loss.
+
+    With biases (arrays, updated in place as float64 copies are returned via
+    the same arrays) the score adds b_u + b_i; with accumulators the step is
+    AdaGrad's lr / sqrt(acc) after adding the row's mean squared gradient.
+    """
     P = user_factors.astype(np.float64)
     Q = item_factors.astype(np.float64)
+    use_bias = user_bias is not None
     total = 0.0
     for idx in order:
         u, i, r = rows[idx], cols[idx], float(values[idx])
         p, q = P[u].copy(), Q[i].copy()
-        score = p @ q
+        score = p @ q + (user_bias[u] + item_bias[i] if use_bias else 0.0)
         total += data_loss(loss, r, score)
         g = neg_dloss_dscore(loss, r, score)
-        P[u] = p + lr * (g * q - l2 * p)
-        Q[i] = q + lr * (g * p - l2 * q)
+        grad_p, grad_q = g * q - l2 * p, g * p - l2 * q
+        lr_u = lr_i = lr
+        if user_acc is not None:
+            sq_u, sq_i, n = grad_p @ grad_p, grad_q @ grad_q, p.size
+            if use_bias:
+                sq_u += (g - l2 * user_bias[u]) ** 2
+                sq_i += (g - l2 * item_bias[i]) ** 2
+                n += 1
+            user_acc[u] += sq_u / n
+            item_acc[i] += sq_i / n
+            lr_u, lr_i = lr / np.sqrt(user_acc[u]), lr / np.sqrt(item_acc[i])
+        if use_bias:
+            user_bias[u] += lr_u * (g - l2 * user_bias[u])
+            item_bias[i] += lr_i * (g - l2 * item_bias[i])
+        P[u] = p + lr_u * grad_p
+        Q[i] = q + lr_i * grad_q
     return P, Q, total
 
 

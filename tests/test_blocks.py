@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from fastmf import BinaryMF, DivergenceError, RealValueMF, _blocks, _kernels
 from fastmf._validation import check_coo
 
+NONE = np.zeros(0, dtype=np.float32)
+
 
 def layout_of(seed=0, grid=3, m=40, n=30, nnz=500, binary=False, order=None):
     rows, cols, values, shape = random_coo(seed, m, n, nnz, binary=binary)
@@ -99,8 +101,14 @@ def test_epoch_equals_numpy_reference_of_the_same_schedule(loss, epoch):
         schedule,
         P,
         Q,
+        NONE,
+        NONE,
+        NONE,
+        NONE,
         np.float32(0.05),
         np.float32(0.1),
+        False,
+        False,
     )
     np.testing.assert_allclose(P, P_ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(Q, Q_ref, rtol=1e-4, atol=1e-5)
@@ -128,24 +136,50 @@ def test_each_rating_is_visited_exactly_once_per_epoch(epoch):
         _blocks.epoch_schedule(4, rng),
         P,
         Q,
+        NONE,
+        NONE,
+        NONE,
+        NONE,
         lr,
         np.float32(0),
+        False,
+        False,
     )
     visits = Q[:, 0] / lr
     np.testing.assert_allclose(visits, layout.item_counts, rtol=1e-3)
     assert layout.item_counts.sum() == 600
 
 
-def fit_digest(model_class, n_threads, seed=0, grid=4):
+def fit_digest(model_class, n_threads, seed=0, grid=4, **params):
     rows, cols, values, shape = random_coo(5, 200, 150, 5000, binary=model_class is BinaryMF)
     model = model_class(
-        k=8, n_epochs=4, tol=None, random_state=seed, n_threads=n_threads, grid=grid, lr=0.05
+        k=8,
+        n_epochs=4,
+        tol=None,
+        random_state=seed,
+        n_threads=n_threads,
+        grid=grid,
+        lr=0.05,
+        **params,
     )
     model.fit((rows, cols, values), shape=shape)
     digest = hashlib.sha256()
-    for array in (model.user_factors_, model.item_factors_, model.loss_curve_):
+    for array in (
+        model.user_factors_,
+        model.item_factors_,
+        model.user_bias_,
+        model.item_bias_,
+        model.loss_curve_,
+    ):
         digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+@pytest.mark.parametrize("model_class", [RealValueMF, BinaryMF])
+def test_identical_on_any_thread_count_with_biases_and_adagrad(model_class):
+    params = dict(biases=True, learning_rate="adagrad")
+    digests = {fit_digest(model_class, threads, **params) for threads in (1, 2, None)}
+    assert len(digests) == 1
 
 
 @pytest.mark.parametrize("model_class", [RealValueMF, BinaryMF])

@@ -16,17 +16,60 @@ BLOCK = {"squared": _kernels.sgd_block_squared, "logistic": _kernels.sgd_block_l
 LOSS_CODE = {"squared": _kernels.SQUARED, "logistic": _kernels.LOGISTIC}
 
 
-def run_sgd(loss, rows, cols, values, order, P, Q, lr, l2):
+NONE = np.zeros(0, dtype=np.float32)
+
+
+def run_sgd(
+    loss,
+    rows,
+    cols,
+    values,
+    order,
+    P,
+    Q,
+    lr,
+    l2,
+    user_bias=NONE,
+    item_bias=NONE,
+    user_acc=NONE,
+    item_acc=NONE,
+):
     """Visit entries in `order` with the block kernel (a block stored in that order)."""
-    return BLOCK[loss](
-        rows[order], cols[order], values[order], 0, len(order), P, Q, np.float32(lr), np.float32(l2)
+    BLOCK[loss](
+        rows[order],
+        cols[order],
+        values[order],
+        0,
+        len(order),
+        P,
+        Q,
+        user_bias,
+        item_bias,
+        user_acc,
+        item_acc,
+        np.float32(lr),
+        np.float32(l2),
+        user_bias.size > 0,
+        user_acc.size > 0,
     )
 
 
-def data_objective(loss, rows, cols, values, P, Q):
+def data_objective(loss, rows, cols, values, P, Q, user_bias=NONE, item_bias=NONE):
     block_loss = np.zeros(1)
     offsets = np.array([0, rows.size], dtype=np.int64)
-    _kernels.objective_serial(LOSS_CODE[loss], rows, cols, values, offsets, P, Q, block_loss)
+    _kernels.objective_serial(
+        LOSS_CODE[loss],
+        rows,
+        cols,
+        values,
+        offsets,
+        P,
+        Q,
+        user_bias,
+        item_bias,
+        user_bias.size > 0,
+        block_loss,
+    )
     return block_loss[0]
 
 
@@ -51,6 +94,41 @@ def test_one_epoch_matches_reference(loss, k):
     run_sgd(loss, rows, cols, values, order, P, Q, lr, l2)
     np.testing.assert_allclose(P, P_ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(Q, Q_ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+@pytest.mark.parametrize("use_bias", [False, True])
+@pytest.mark.parametrize("adagrad", [False, True])
+def test_epoch_with_biases_and_adagrad_matches_reference(loss, use_bias, adagrad):
+    rows, cols, values, (m, n) = random_coo(12, binary=loss == "logistic")
+    P, Q = factors(13, m, n, 5)
+    rng = np.random.default_rng(14)
+    user_bias = (0.3 * rng.standard_normal(m)).astype(np.float32) if use_bias else NONE
+    item_bias = (0.3 * rng.standard_normal(n)).astype(np.float32) if use_bias else NONE
+    user_acc = np.ones(m, dtype=np.float32) if adagrad else NONE
+    item_acc = np.ones(n, dtype=np.float32) if adagrad else NONE
+    order = np.concatenate([rng.permutation(rows.size), rng.permutation(rows.size)[:60]])
+    refs = [
+        a.astype(np.float64) if a.size else None for a in (user_bias, item_bias, user_acc, item_acc)
+    ]
+    P_ref, Q_ref, _ = sgd_epoch(loss, rows, cols, values, order, P, Q, 0.05, 0.1, *refs)
+    run_sgd(
+        loss, rows, cols, values, order, P, Q, 0.05, 0.1, user_bias, item_bias, user_acc, item_acc
+    )
+    np.testing.assert_allclose(P, P_ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(Q, Q_ref, rtol=1e-4, atol=1e-5)
+    for got, ref in zip((user_bias, item_bias, user_acc, item_acc), refs):
+        if ref is not None:
+            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    if use_bias:
+        # The objective's score includes the biases.
+        got = data_objective(loss, rows, cols, values, P, Q, user_bias, item_bias)
+        scores = np.einsum("ij,ij->i", P[rows].astype(float), Q[cols].astype(float))
+        scores += user_bias[rows] + item_bias[cols]
+        expected = (
+            0.5 * (values - scores) ** 2 if loss == "squared" else np.logaddexp(0, -values * scores)
+        ).sum()
+        assert got == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("loss", ["squared", "logistic"])
@@ -176,6 +254,22 @@ def test_inner_loops_over_k_are_vectorized(name):
     rows = np.zeros(2, dtype=np.int32)
     values = np.ones(2, dtype=np.float32)
     P, Q = factors(0, 1, 1, 32)
-    fresh(rows, rows, values, 0, 2, P, Q, np.float32(0.01), np.float32(0.01))
+    fresh(
+        rows,
+        rows,
+        values,
+        0,
+        2,
+        P,
+        Q,
+        NONE,
+        NONE,
+        NONE,
+        NONE,
+        np.float32(0.01),
+        np.float32(0.01),
+        False,
+        False,
+    )
     asm = fresh.inspect_asm(fresh.signatures[0])
     assert re.search(r"vfn?m(add|sub)\w*ps\s+.*%[yz]mm", asm), "no packed FMA on ymm/zmm"

@@ -239,3 +239,40 @@ def test_binary_labels_01_option():
 def test_base_class_cannot_be_fitted():
     with pytest.raises(TypeError, match="base class"):
         fastmf.MatrixFactorization(n_epochs=1).fit(np.eye(3))
+
+
+def test_biases_learn_mean_and_offsets_and_enter_predictions():
+    # Ratings made of a mean plus user and item offsets only: biases alone
+    # explain them, so a model with biases fits them almost exactly.
+    rng = np.random.default_rng(0)
+    m, n = 60, 40
+    user_offset, item_offset = rng.normal(0, 0.5, m), rng.normal(0, 0.5, n)
+    rows, cols = np.nonzero(rng.random((m, n)) < 0.5)
+    values = 3.5 + user_offset[rows] + item_offset[cols]
+    model = RealValueMF(
+        k=2, biases=True, l2=1e-4, lr=0.02, n_epochs=300, tol=None, random_state=0
+    ).fit((rows, cols, values), shape=(m, n))
+    assert model.global_mean_ == pytest.approx(values.mean(), rel=1e-6)
+    scores = model.predict(rows, cols)
+    expected = (
+        model.global_mean_
+        + model.user_bias_[rows]
+        + model.item_bias_[cols]
+        + np.einsum("ij,ij->i", model.P[rows], model.Q[cols])
+    )
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+    assert fastmf.metrics.rmse(values, scores) < 0.05
+    # The biases carry the offsets (up to a shared constant).
+    assert np.corrcoef(model.user_bias_, user_offset)[0, 1] > 0.95
+    without = RealValueMF(k=2, random_state=0, n_epochs=3, tol=None).fit((rows, cols, values))
+    assert without.global_mean_ == 0 and not without.user_bias_.any()
+
+
+def test_adagrad_converges_with_a_large_learning_rate():
+    train, (test_rows, test_cols, truth) = low_rank(1)
+    model = RealValueMF(
+        k=5, lr=0.1, l2=0.01, learning_rate="adagrad", n_epochs=200, tol=None, random_state=0
+    ).fit(train, shape=(300, 200))
+    assert fastmf.metrics.rmse(truth, model.predict(test_rows, test_cols)) < 0.2
+    with pytest.raises(ValueError, match="learning_rate must be one of"):
+        RealValueMF(learning_rate="adam").fit(train)
