@@ -38,6 +38,16 @@ def kernel(func):
     return numba.njit(fastmath=set(FASTMATH_FLAGS), **_OPTIONS)(func)
 
 
+def inline_kernel(func):
+    """Compile a small helper that numba inlines into its callers (at numba IR level).
+
+    Inlining before typing lets a caller's compile-time constants (such as a
+    ``numba.literally`` flag) prune the helper's branches, which LLVM alone
+    would not do for a helper too large to inline.
+    """
+    return numba.njit(inline="always", fastmath=set(FASTMATH_FLAGS), **_OPTIONS)(func)
+
+
 def parallel_kernel(func):
     """Compile ``func`` lazily as a kernel whose ``numba.prange`` loops run in parallel."""
     return numba.njit(parallel=True, fastmath=set(FASTMATH_FLAGS), **_OPTIONS)(func)
