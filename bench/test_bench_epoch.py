@@ -64,10 +64,10 @@ def test_fastmf_epoch(benchmark, synthetic, k, loss, threads):
     code = _kernels.SQUARED if loss == "squared" else _kernels.LOGISTIC
     arrays = (layout.rows, layout.cols, layout.values, layout.block_offsets)
 
-    none = np.zeros(0, dtype=np.float32)
+    none = None
 
     def run(schedule):
-        epoch(code, *arrays, schedule, P, Q, none, none, none, none, LR, L2, False, False)
+        epoch(code, *arrays, schedule, P, Q, none, none, none, none, LR, L2)
 
     def setup():
         return (_blocks.epoch_schedule(grid, rng),), {}

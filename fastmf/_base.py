@@ -254,8 +254,8 @@ class MatrixFactorization:
             # Internal (relabeled) order: the rows of one stripe are contiguous in memory.
             permute_rows(user_factors, layout.user_perm)
             permute_rows(item_factors, layout.item_perm)
-            user_bias = np.zeros(m if params["biases"] else 0, dtype=np.float32)
-            item_bias = np.zeros(n if params["biases"] else 0, dtype=np.float32)
+            user_bias = np.zeros(m, dtype=np.float32) if params["biases"] else None
+            item_bias = np.zeros(n, dtype=np.float32) if params["biases"] else None
             loss_curve, converged = self._run_epochs(
                 layout, user_factors, item_factors, user_bias, item_bias, rng, params
             )
@@ -290,8 +290,8 @@ class MatrixFactorization:
         """Run SGD epochs until convergence or ``n_epochs``; return (loss_curve, converged).
 
         One kernel call per epoch; this loop owns the objective, convergence,
-        divergence and progress output. Factors and biases (empty arrays when
-        the model has none) are updated in place.
+        divergence and progress output. Factors and biases (None when the
+        model has none) are updated in place.
         """
         loss = _LOSS_CODES[self._loss]
         lr = np.float32(params["lr"])
@@ -303,15 +303,16 @@ class MatrixFactorization:
             sgd_epoch, data_objective = _kernels.sgd_epoch_serial, _kernels.objective_serial
         arrays = (layout.rows, layout.cols, layout.values, layout.block_offsets)
         block_loss = np.zeros(layout.grid**2, dtype=np.float64)
-        use_bias = bool(params["biases"])
-        adagrad = params["learning_rate"] == "adagrad"
-        # AdaGrad accumulators start at 1, as in LIBMF, so the first steps are at most lr.
-        user_acc = np.ones(user_factors.shape[0] if adagrad else 0, dtype=np.float32)
-        item_acc = np.ones(item_factors.shape[0] if adagrad else 0, dtype=np.float32)
+        use_bias = user_bias is not None
+        user_acc = item_acc = None
+        if params["learning_rate"] == "adagrad":
+            # Accumulators start at 1, as in LIBMF, so the first steps are at most lr.
+            user_acc = np.ones(user_factors.shape[0], dtype=np.float32)
+            item_acc = np.ones(item_factors.shape[0], dtype=np.float32)
         state = (user_factors, item_factors, user_bias, item_bias)
 
         def objective():
-            data_objective(loss, *arrays, *state, use_bias, block_loss)
+            data_objective(loss, *arrays, *state, block_loss)
             penalty = _kernels.weighted_squared_norms(user_factors, layout.user_counts)
             penalty += _kernels.weighted_squared_norms(item_factors, layout.item_counts)
             if use_bias:
@@ -326,12 +327,10 @@ class MatrixFactorization:
         for epoch in range(1, n_epochs + 1):
             schedule = epoch_schedule(layout.grid, rng)
             start = time.perf_counter()
-            sgd_epoch(
-                loss, *arrays, schedule, *state, user_acc, item_acc, lr, l2, use_bias, adagrad
-            )
+            sgd_epoch(loss, *arrays, schedule, *state, user_acc, item_acc, lr, l2)
             seconds = time.perf_counter() - start
             current = objective()
-            finite = all(np.isfinite(array).all() for array in state)
+            finite = all(np.isfinite(array).all() for array in state if array is not None)
             if not (np.isfinite(current) and finite):
                 raise DivergenceError(
                     f"{type(self).__name__} diverged in epoch {epoch}: the objective became "

@@ -60,16 +60,14 @@ def _sgd_step(
     item_acc,
     lr,
     l2,
-    use_bias,
-    adagrad,
 ):
     """Apply one SGD step to rows ``u`` and ``i`` (and their biases) in place.
 
     ``gradient_scale`` ``g`` is minus the derivative of the entry's data loss
     with respect to its score. Both rows move from their old values:
     ``p_u += lr_u * (g * q_i - l2 * p_u)``, ``q_i += lr_i * (g * p_u - l2 * q_i)``,
-    and with ``use_bias`` ``b_u += lr_u * (g - l2 * b_u)``, likewise ``b_i``.
-    With ``adagrad`` the step sizes are ``lr / sqrt(acc)``, where each row's
+    and with biases ``b_u += lr_u * (g - l2 * b_u)``, likewise ``b_i``.
+    With accumulators the step sizes are ``lr / sqrt(acc)``, where each row's
     accumulator (``user_acc[u]``, ``item_acc[i]``, float32, starting at 1)
     first adds the mean squared gradient over the row's coordinates (LIBMF's
     AdaGrad, one accumulator per row); otherwise both are ``lr``.
@@ -77,7 +75,7 @@ def _sgd_step(
     k = user_factors.shape[1]
     lr_user = lr
     lr_item = lr
-    if adagrad:
+    if user_acc is not None:
         sq_user = np.float32(0.0)
         sq_item = np.float32(0.0)
         for f in range(k):
@@ -88,7 +86,7 @@ def _sgd_step(
             sq_user += grad_user * grad_user
             sq_item += grad_item * grad_item
         n_coords = k
-        if use_bias:
+        if user_bias is not None:
             grad_user = gradient_scale - l2 * user_bias[u]
             grad_item = gradient_scale - l2 * item_bias[i]
             sq_user += grad_user * grad_user
@@ -98,7 +96,7 @@ def _sgd_step(
         item_acc[i] += sq_item / np.float32(n_coords)
         lr_user = lr / np.float32(math.sqrt(user_acc[u]))
         lr_item = lr / np.float32(math.sqrt(item_acc[i]))
-    if use_bias:
+    if user_bias is not None:
         b_user = user_bias[u]
         b_item = item_bias[i]
         user_bias[u] = b_user + lr_user * (gradient_scale - l2 * b_user)
@@ -111,10 +109,10 @@ def _sgd_step(
 
 
 @inline_kernel
-def _score(user_factors, u, item_factors, i, user_bias, item_bias, use_bias):
-    """Return ``p_u . q_i`` (+ ``b_u + b_i`` with ``use_bias``) as float32."""
+def _score(user_factors, u, item_factors, i, user_bias, item_bias):
+    """Return ``p_u . q_i`` (+ ``b_u + b_i`` when biases are given) as float32."""
     score = _dot(user_factors, u, item_factors, i)
-    if use_bias:
+    if user_bias is not None:
         score += user_bias[u] + item_bias[i]
     return score
 
@@ -146,9 +144,11 @@ def _softplus(x):
 # source of loss values. (Summing the logistic loss during the pass would cost
 # a log1p per rating, a third of the pass.)
 # Shared arguments of the SGD kernels, after the entries and factors:
-# user_bias (n_users,), item_bias (n_items,): float32, used when use_bias;
+# user_bias (n_users,), item_bias (n_items,): float32 biases to learn, or None;
 # user_acc (n_users,), item_acc (n_items,): float32 AdaGrad accumulators, used
-# when adagrad (may be empty otherwise); lr, l2: float32; use_bias, adagrad: bool.
+# for AdaGrad, or None for a constant step; lr, l2: float32. A None argument is
+# a compile-time fact to numba: each combination compiles separately and the
+# unused code is pruned from the inner loop, not branched over.
 @kernel
 def sgd_block_squared(
     rows,
@@ -164,8 +164,6 @@ def sgd_block_squared(
     item_acc,
     lr,
     l2,
-    use_bias,
-    adagrad,
 ):
     """Run SGD on the squared loss over entries ``start:end``, in storage order.
 
@@ -176,7 +174,7 @@ def sgd_block_squared(
     for idx in range(start, end):
         u = rows[idx]
         i = cols[idx]
-        err = values[idx] - _score(user_factors, u, item_factors, i, user_bias, item_bias, use_bias)
+        err = values[idx] - _score(user_factors, u, item_factors, i, user_bias, item_bias)
         _sgd_step(
             user_factors,
             u,
@@ -189,8 +187,6 @@ def sgd_block_squared(
             item_acc,
             lr,
             l2,
-            use_bias,
-            adagrad,
         )
 
 
@@ -209,8 +205,6 @@ def sgd_block_logistic(
     item_acc,
     lr,
     l2,
-    use_bias,
-    adagrad,
 ):
     """Run SGD on the logistic loss over entries ``start:end``, in storage order.
 
@@ -223,7 +217,7 @@ def sgd_block_logistic(
         u = rows[idx]
         i = cols[idx]
         label = values[idx]
-        margin = label * _score(user_factors, u, item_factors, i, user_bias, item_bias, use_bias)
+        margin = label * _score(user_factors, u, item_factors, i, user_bias, item_bias)
         _sgd_step(
             user_factors,
             u,
@@ -236,8 +230,6 @@ def sgd_block_logistic(
             item_acc,
             lr,
             l2,
-            use_bias,
-            adagrad,
         )
 
 
@@ -257,8 +249,6 @@ def _sgd_block(
     item_acc,
     lr,
     l2,
-    use_bias,
-    adagrad,
 ):
     if loss == SQUARED:
         sgd_block_squared(
@@ -275,8 +265,6 @@ def _sgd_block(
             item_acc,
             lr,
             l2,
-            use_bias,
-            adagrad,
         )
     else:
         sgd_block_logistic(
@@ -293,8 +281,6 @@ def _sgd_block(
             item_acc,
             lr,
             l2,
-            use_bias,
-            adagrad,
         )
 
 
@@ -314,17 +300,11 @@ def sgd_epoch_serial(
     item_acc,
     lr,
     l2,
-    use_bias,
-    adagrad,
 ):
     """Run one SGD epoch: every block of ``schedule``, stratum by stratum, on one thread.
 
     Updates factors, biases and accumulators in place. Starts no thread pool.
     """
-    # Compile one variant per (use_bias, adagrad): the unused steps vanish
-    # from the inner loop instead of costing a branch and blocking SIMD.
-    numba.literally(use_bias)
-    numba.literally(adagrad)
     for stratum in range(schedule.shape[0]):
         for slot in range(schedule.shape[1]):
             block = schedule[stratum, slot]
@@ -343,8 +323,6 @@ def sgd_epoch_serial(
                 item_acc,
                 lr,
                 l2,
-                use_bias,
-                adagrad,
             )
 
 
@@ -364,8 +342,6 @@ def sgd_epoch_parallel(
     item_acc,
     lr,
     l2,
-    use_bias,
-    adagrad,
 ):
     """Run one SGD epoch like :func:`sgd_epoch_serial`, the blocks of a stratum in parallel.
 
@@ -374,8 +350,6 @@ def sgd_epoch_parallel(
     the result is bit-for-bit that of :func:`sgd_epoch_serial`, whatever the
     number of threads.
     """
-    numba.literally(use_bias)
-    numba.literally(adagrad)
     for stratum in range(schedule.shape[0]):
         for slot in numba.prange(schedule.shape[1]):
             block = schedule[stratum, slot]
@@ -394,8 +368,6 @@ def sgd_epoch_parallel(
                 item_acc,
                 lr,
                 l2,
-                use_bias,
-                adagrad,
             )
 
 
@@ -412,13 +384,10 @@ def _block_objective(
     item_factors,
     user_bias,
     item_bias,
-    use_bias,
 ):
     total = 0.0
     for idx in range(start, end):
-        score = _score(
-            user_factors, rows[idx], item_factors, cols[idx], user_bias, item_bias, use_bias
-        )
+        score = _score(user_factors, rows[idx], item_factors, cols[idx], user_bias, item_bias)
         if loss == SQUARED:
             err = np.float64(values[idx] - score)
             total += 0.5 * err * err
@@ -438,13 +407,12 @@ def objective_serial(
     item_factors,
     user_bias,
     item_bias,
-    use_bias,
     block_loss,
 ):
     """Write each block's data loss into ``block_loss`` (float64), on one thread.
 
     Squared: ``sum 0.5 * (r - s)**2``; logistic: ``sum log(1 + exp(-y s))``, with
-    ``s`` the score (``p_u . q_i``, plus ``b_u + b_i`` with ``use_bias``).
+    ``s`` the score (``p_u . q_i``, plus ``b_u + b_i`` when biases are given).
     """
     for block in range(block_offsets.shape[0] - 1):
         block_loss[block] = _block_objective(
@@ -458,7 +426,6 @@ def objective_serial(
             item_factors,
             user_bias,
             item_bias,
-            use_bias,
         )
 
 
@@ -473,7 +440,6 @@ def objective_parallel(
     item_factors,
     user_bias,
     item_bias,
-    use_bias,
     block_loss,
 ):
     """Like :func:`objective_serial`, blocks in parallel (same bits)."""
@@ -489,7 +455,6 @@ def objective_parallel(
             item_factors,
             user_bias,
             item_bias,
-            use_bias,
         )
 
 

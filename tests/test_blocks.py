@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from fastmf import BinaryMF, DivergenceError, RealValueMF, _blocks, _kernels
 from fastmf._validation import check_coo
 
-NONE = np.zeros(0, dtype=np.float32)
+NONE = None  # an optional kernel array left out
 
 
 def layout_of(seed=0, grid=3, m=40, n=30, nnz=500, binary=False, order=None):
@@ -107,8 +107,6 @@ def test_epoch_equals_numpy_reference_of_the_same_schedule(loss, epoch):
         NONE,
         np.float32(0.05),
         np.float32(0.1),
-        False,
-        False,
     )
     np.testing.assert_allclose(P, P_ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(Q, Q_ref, rtol=1e-4, atol=1e-5)
@@ -142,8 +140,6 @@ def test_each_rating_is_visited_exactly_once_per_epoch(epoch):
         NONE,
         lr,
         np.float32(0),
-        False,
-        False,
     )
     visits = Q[:, 0] / lr
     np.testing.assert_allclose(visits, layout.item_counts, rtol=1e-3)
