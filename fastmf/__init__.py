@@ -8,6 +8,7 @@ prediction and similarity.
 from . import datasets, exceptions, metrics
 from ._base import MatrixFactorization
 from ._models import BinaryMF, RealValueMF, mf
+from ._persistence import load
 from .exceptions import ConvergenceWarning, DivergenceError, NotFittedError
 from .similarity import cosine_similarity
 
@@ -24,6 +25,7 @@ __all__ = [
     "cosine_similarity",
     "datasets",
     "exceptions",
+    "load",
     "metrics",
     "mf",
 ]

@@ -10,6 +10,7 @@ import numpy as np
 from . import _kernels
 from ._blocks import arrange, choose_grid, epoch_schedule, inverse_permutation, permute_rows
 from ._jit import numba_threads, resolve_threads
+from ._persistence import save_model
 from ._validation import check_coo, check_index, check_pairs
 from .exceptions import ConvergenceWarning, DivergenceError, NotFittedError
 from .similarity import cosine_similarity, top_similar
@@ -403,6 +404,21 @@ class MatrixFactorization:
         out += self.item_bias_[flat_cols]
         out += np.float32(self.global_mean_)
         return out.reshape(out_shape)
+
+    # ------------------------------------------------------------ persistence
+    def save(self, path):
+        """Save the fitted model to ``path`` as a versioned ``.npz`` file.
+
+        The file holds the hyperparameters (as JSON), factors, biases, the
+        loss curve and the shape; no pickled objects, so :func:`fastmf.load`
+        never runs code from a file. A ``random_state`` given as a Generator
+        or RandomState is saved as None.
+
+        Parameters
+        ----------
+        path : str or path-like
+        """
+        save_model(self, path)
 
     # ------------------------------------------------------------- similarity
     def user_similarity(self):

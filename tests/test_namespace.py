@@ -17,6 +17,7 @@ def test_public_namespace_is_pinned():
         "cosine_similarity",
         "datasets",
         "exceptions",
+        "load",
         "metrics",
         "mf",
     ]
