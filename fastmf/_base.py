@@ -8,9 +8,17 @@ from numbers import Integral, Real
 import numpy as np
 
 from . import _kernels
-from ._blocks import arrange, choose_grid, epoch_schedule, inverse_permutation, permute_rows
+from ._blocks import (
+    arrange,
+    choose_grid,
+    epoch_schedule,
+    inverse_permutation,
+    permute_rows,
+    seen_items_csr,
+)
 from ._jit import numba_threads, resolve_threads
 from ._persistence import save_model
+from ._ranking import recommend_block_size, top_n
 from ._validation import check_coo, check_index, check_pairs
 from .exceptions import ConvergenceWarning, DivergenceError, NotFittedError
 from .similarity import cosine_similarity, top_similar
@@ -269,6 +277,7 @@ class MatrixFactorization:
                 ConvergenceWarning,
                 stacklevel=3,
             )
+        seen_indptr, seen_items = seen_items_csr(layout)
         # Commit the fitted state only now, so that a failed fit changes nothing.
         user_new = inverse_permutation(layout.user_perm)
         item_new = inverse_permutation(layout.item_perm)
@@ -284,6 +293,8 @@ class MatrixFactorization:
             n_iter_=len(loss_curve),
             n_users_=m,
             n_items_=n,
+            seen_indptr_=seen_indptr,
+            seen_items_=seen_items,
         )
         return self
 
@@ -404,6 +415,83 @@ class MatrixFactorization:
         out += self.item_bias_[flat_cols]
         out += np.float32(self.global_mean_)
         return out.reshape(out_shape)
+
+    # --------------------------------------------------------- recommendation
+    def recommend(self, users, n=10, exclude_seen=True, items=None):
+        """Recommend the ``n`` highest-scoring items for one user or a batch.
+
+        Scores are computed a block of users at a time (one matrix product
+        with the item factors, multi-threaded by BLAS) followed by a partial
+        sort, so no (users x items) matrix is ever held whole.
+
+        Parameters
+        ----------
+        users : int or array_like of int
+            One user id, or a 1-D batch of them.
+        n : int, default=10
+        exclude_seen : bool, default=True
+            Leave out the items each user rated in training (remembered by
+            ``fit`` and saved with the model).
+        items : array_like of int, optional
+            Only recommend among these item ids.
+
+        Returns
+        -------
+        ids : ndarray of int64
+            Shape (n,) for one user, (len(users), n) for a batch; best first,
+            ties to the smaller id. Users with fewer than ``n`` candidates are
+            padded with id -1.
+        scores : ndarray of float32
+            The matching scores (as :meth:`decision_function`), padded with -inf.
+        """
+        self._check_is_fitted()
+        n = _check_n(n)
+        single = np.ndim(users) == 0
+        user_ids = np.atleast_1d(np.asarray(users))
+        if user_ids.ndim != 1:
+            raise ValueError(
+                f"users must be an id or a 1-D array of ids; got shape {user_ids.shape}."
+            )
+        user_ids, _, _ = check_pairs(
+            user_ids, np.zeros_like(user_ids, dtype=np.int64), (self.n_users_, self.n_items_)
+        )
+        if items is None:
+            candidates = None
+            item_factors, item_bias = self.item_factors_, self.item_bias_
+        else:
+            candidates = np.unique(
+                check_pairs(
+                    np.zeros(np.size(items), dtype=np.int64), items, (self.n_users_, self.n_items_)
+                )[1]
+            )
+            item_factors, item_bias = self.item_factors_[candidates], self.item_bias_[candidates]
+        ids = np.empty((user_ids.size, n), dtype=np.int64)
+        scores = np.empty((user_ids.size, n), dtype=np.float32)
+        step = recommend_block_size(item_factors.shape[0])
+        for start in range(0, user_ids.size, step):
+            block_users = user_ids[start : start + step]
+            block = self.user_factors_[block_users] @ item_factors.T
+            block += item_bias[None, :]
+            block += (self.user_bias_[block_users] + np.float32(self.global_mean_))[:, None]
+            if exclude_seen:
+                self._mask_seen(block, block_users, candidates)
+            block_ids, block_scores = top_n(block, n)
+            if candidates is not None:
+                block_ids = np.where(block_ids >= 0, candidates[np.maximum(block_ids, 0)], -1)
+            ids[start : start + step] = block_ids
+            scores[start : start + step] = block_scores
+        return (ids[0], scores[0]) if single else (ids, scores)
+
+    def _mask_seen(self, block, block_users, candidates):
+        """Set the scores of items each user rated in training to -inf, in place.
+
+        ``block`` columns are all items, or the sorted ``candidates`` ids.
+        """
+        for row, user in enumerate(block_users):
+            seen = self.seen_items_[self.seen_indptr_[user] : self.seen_indptr_[user + 1]]
+            if candidates is not None:
+                seen = np.flatnonzero(np.isin(candidates, seen, assume_unique=True))
+            block[row, seen] = -np.inf
 
     # ------------------------------------------------------------ persistence
     def save(self, path):

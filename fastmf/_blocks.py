@@ -240,6 +240,35 @@ def permute_rows(factors, source):
             row = nxt
 
 
+def seen_items_csr(layout):
+    """Return the training interactions as CSR (original ids), reusing the layout's memory.
+
+    Returns ``(indptr, items)``: ``items[indptr[u]:indptr[u + 1]]`` are the
+    items user ``u`` rated (int32, in no particular order). ``items`` is
+    written over ``layout.values`` (no longer needed after training), so
+    remembering what each user rated costs no extra copy of the ratings.
+    """
+    m = layout.user_perm.shape[0]
+    counts = np.empty(m, dtype=np.int64)
+    counts[layout.user_perm] = layout.user_counts.astype(np.int64)
+    indptr = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    items = layout.values.view(np.int32)
+    _scatter_csr(
+        layout.rows, layout.cols, layout.user_perm, layout.item_perm, indptr[:-1].copy(), items
+    )
+    return indptr, items
+
+
+@kernel
+def _scatter_csr(rows, cols, user_perm, item_perm, cursor, out_items):
+    """Place each rating's original item id in its original user's row, in place."""
+    for idx in range(rows.shape[0]):
+        user = user_perm[rows[idx]]
+        out_items[cursor[user]] = item_perm[cols[idx]]
+        cursor[user] += 1
+
+
 @kernel
 def _count_ids(ids, size):
     """Return how often each id in range(size) occurs, as float64.

@@ -12,7 +12,15 @@ import numpy as np
 
 FORMAT = "fastmf-model"
 FORMAT_VERSION = 1
-_ARRAYS = ("user_factors_", "item_factors_", "user_bias_", "item_bias_", "loss_curve_")
+_ARRAYS = (
+    "user_factors_",
+    "item_factors_",
+    "user_bias_",
+    "item_bias_",
+    "loss_curve_",
+    "seen_indptr_",
+    "seen_items_",
+)
 _SCALARS = ("global_mean_", "n_iter_", "n_users_", "n_items_")
 
 
@@ -115,6 +123,17 @@ def _check_fitted_arrays(path, fitted, scalars):
                 f"{path!s} is a damaged fastmf model file: {name} has dtype {array.dtype} "
                 f"and shape {array.shape}."
             )
+    indptr, seen = fitted["seen_indptr_"], fitted["seen_items_"]
+    if (
+        indptr.dtype != np.int64
+        or indptr.shape != (m + 1,)
+        or seen.dtype != np.int32
+        or indptr[0] != 0
+        or indptr[-1] != seen.size
+        or (np.diff(indptr) < 0).any()
+        or (seen.size and (seen.min() < 0 or seen.max() >= n))
+    ):
+        raise ValueError(f"{path!s} is a damaged fastmf model file: bad seen-items index.")
     if fitted["user_factors_"].shape[1] != fitted["item_factors_"].shape[1]:
         raise ValueError(f"{path!s} is a damaged fastmf model file: factor ranks differ.")
     for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_"):

@@ -1,0 +1,96 @@
+"""recommend: top-n against a brute-force argsort, exclusion, restriction, batches."""
+
+import numpy as np
+import pytest
+from conftest import random_coo
+
+import fastmf
+from fastmf import BinaryMF, RealValueMF
+from fastmf._ranking import top_n
+
+
+@pytest.fixture(params=[RealValueMF, BinaryMF])
+def fitted(request):
+    rows, cols, values, shape = random_coo(4, m=25, n=40, nnz=300, binary=request.param is BinaryMF)
+    model = request.param(k=4, n_epochs=5, tol=None, random_state=0, biases=True, lr=0.05)
+    return model.fit((rows, cols, values), shape=shape), (rows, cols)
+
+
+def brute_force(model, user, n, exclude=(), allowed=None):
+    scores = model.decision_function(np.full(model.n_items_, user), np.arange(model.n_items_))
+    ranked = [
+        i
+        for i in sorted(range(model.n_items_), key=lambda i: (-scores[i], i))
+        if i not in set(exclude) and (allowed is None or i in set(allowed))
+    ]
+    return ranked[:n], scores
+
+
+def test_matches_brute_force_with_and_without_exclusion(fitted):
+    model, (rows, cols) = fitted
+    for user in range(model.n_users_):
+        seen = cols[rows == user]
+        ids, scores = model.recommend(user, n=7)
+        expected, all_scores = brute_force(model, user, 7, exclude=seen)
+        np.testing.assert_array_equal(ids, expected)
+        np.testing.assert_allclose(scores, all_scores[expected], rtol=1e-5, atol=1e-6)
+        assert not set(ids.tolist()) & set(seen.tolist())
+        ids_all, _ = model.recommend(user, n=7, exclude_seen=False)
+        np.testing.assert_array_equal(ids_all, brute_force(model, user, 7)[0])
+
+
+def test_batch_restriction_and_padding(fitted):
+    model, (rows, cols) = fitted
+    users = np.array([3, 0, 3, 24])
+    ids, scores = model.recommend(users, n=5)
+    assert ids.shape == scores.shape == (4, 5)
+    for row, user in enumerate(users):
+        np.testing.assert_array_equal(ids[row], model.recommend(int(user), n=5)[0])
+    allowed = [2, 5, 7, 11, 13, 17]
+    ids, scores = model.recommend(users, n=10, items=allowed)
+    for row, user in enumerate(users):
+        expected, _ = brute_force(model, user, 10, exclude=cols[rows == user], allowed=allowed)
+        got = ids[row][ids[row] >= 0]
+        np.testing.assert_array_equal(got, expected)
+        # Fewer candidates than n: padded with -1 / -inf.
+        assert (ids[row][len(expected) :] == -1).all()
+        assert np.isneginf(scores[row][len(expected) :]).all()
+
+
+def test_seen_items_are_the_training_interactions(fitted):
+    model, (rows, cols) = fitted
+    for user in range(model.n_users_):
+        seen = model.seen_items_[model.seen_indptr_[user] : model.seen_indptr_[user + 1]]
+        assert sorted(seen.tolist()) == sorted(cols[rows == user].tolist())
+
+
+def test_loaded_model_recommends_identically(fitted, tmp_path):
+    model, _ = fitted
+    model.save(tmp_path / "m.npz")
+    loaded = fastmf.load(tmp_path / "m.npz")
+    for a, b in zip(
+        model.recommend(np.arange(model.n_users_), n=6),
+        loaded.recommend(np.arange(model.n_users_), n=6),
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bad_arguments(fitted):
+    model, _ = fitted
+    with pytest.raises(ValueError, match="user id 25 is out of range"):
+        model.recommend(25)
+    with pytest.raises(ValueError, match="item id 40 is out of range"):
+        model.recommend(0, items=[1, 40])
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        model.recommend(0, n=0)
+    with pytest.raises(fastmf.NotFittedError):
+        RealValueMF().recommend(0)
+
+
+def test_top_n_breaks_ties_by_id_and_skips_excluded():
+    scores = np.array([[1.0, 3.0, 3.0, -np.inf, 3.0, 0.5]], dtype=np.float32)
+    ids, best = top_n(scores, 4)
+    np.testing.assert_array_equal(ids[0], [1, 2, 4, 0])
+    ids, best = top_n(scores, 6)
+    np.testing.assert_array_equal(ids[0], [1, 2, 4, 0, 5, -1])
+    assert np.isneginf(best[0, -1])
