@@ -5,7 +5,7 @@ thin scikit-learn-style classes handle input, initialization, convergence,
 prediction and similarity.
 """
 
-from . import datasets, exceptions, metrics
+from . import datasets, exceptions, metrics, model_selection
 from ._base import MatrixFactorization
 from ._models import BinaryMF, RealValueMF, mf
 from ._persistence import load
@@ -28,4 +28,5 @@ __all__ = [
     "load",
     "metrics",
     "mf",
+    "model_selection",
 ]

@@ -3,7 +3,16 @@
 import numpy as np
 from scipy.stats import rankdata
 
-__all__ = ["log_loss", "mae", "rmse", "roc_auc"]
+__all__ = [
+    "log_loss",
+    "mae",
+    "map_at_k",
+    "ndcg_at_k",
+    "precision_at_k",
+    "recall_at_k",
+    "rmse",
+    "roc_auc",
+]
 
 
 def _pair(y_true, y_pred):
@@ -81,3 +90,82 @@ def roc_auc(y_true, scores):
         raise ValueError("roc_auc needs at least one positive and one negative label.")
     ranks = rankdata(scores)
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+# ----------------------------------------------------------- ranking metrics
+def _ranking_hits(model, X_test, k, exclude_seen, threshold):
+    """Recommend ``k`` items to every test user; return (hits, n_relevant) per user."""
+    from ._validation import check_coo
+
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}.")
+    coo = check_coo(X_test, (model.n_users_, model.n_items_), duplicates="last")
+    relevant = coo.values >= threshold if threshold is not None else np.ones(coo.nnz, bool)
+    rows, cols = coo.rows[relevant], coo.cols[relevant]
+    if rows.size == 0:
+        raise ValueError("X_test has no relevant interactions to rank.")
+    users, n_relevant = np.unique(rows, return_counts=True)
+    ids, _ = model.recommend(users, n=k, exclude_seen=exclude_seen)
+    order = np.argsort(rows, kind="stable")
+    starts = np.searchsorted(rows[order], users)
+    hits = np.zeros(ids.shape, dtype=bool)
+    for row, (start, count) in enumerate(zip(starts, n_relevant)):
+        hits[row] = np.isin(ids[row], cols[order[start : start + count]])
+    return hits, n_relevant
+
+
+def precision_at_k(model, X_test, k=10, exclude_seen=True, threshold=None):
+    """Mean over test users of (relevant items among the top ``k``) / ``k``.
+
+    Parameters
+    ----------
+    model : fitted MatrixFactorization
+    X_test : (rows, cols, values) tuple or sparse matrix
+        Held-out interactions; each user's relevant items are its entries
+        (with ``values >= threshold`` when a threshold is given).
+    k : int, default=10
+    exclude_seen : bool, default=True
+        Rank only items the user did not rate in training.
+    threshold : float, optional
+        Minimum value of a relevant interaction (e.g. 4 stars, or 1 for +1 labels).
+
+    Returns
+    -------
+    float
+    """
+    hits, _ = _ranking_hits(model, X_test, k, exclude_seen, threshold)
+    return float(hits.sum(axis=1).mean() / k)
+
+
+def recall_at_k(model, X_test, k=10, exclude_seen=True, threshold=None):
+    """Mean over test users of (relevant items among the top ``k``) / (relevant items).
+
+    Parameters are those of :func:`precision_at_k`.
+    """
+    hits, n_relevant = _ranking_hits(model, X_test, k, exclude_seen, threshold)
+    return float((hits.sum(axis=1) / n_relevant).mean())
+
+
+def ndcg_at_k(model, X_test, k=10, exclude_seen=True, threshold=None):
+    """Mean normalized discounted cumulative gain of the top ``k``, binary relevance.
+
+    ``DCG = sum_j hit_j / log2(j + 2)`` over ranks ``j = 0..k-1``, divided by
+    the DCG of a perfect list of ``min(k, relevant)`` hits. Parameters are
+    those of :func:`precision_at_k`.
+    """
+    hits, n_relevant = _ranking_hits(model, X_test, k, exclude_seen, threshold)
+    discounts = 1.0 / np.log2(np.arange(k) + 2.0)
+    ideal = np.cumsum(discounts)[np.minimum(n_relevant, k) - 1]
+    return float(((hits * discounts).sum(axis=1) / ideal).mean())
+
+
+def map_at_k(model, X_test, k=10, exclude_seen=True, threshold=None):
+    """Mean average precision of the top ``k``.
+
+    Per user: the sum of precision@j over the ranks j that hold a relevant
+    item, divided by ``min(k, relevant)``. Parameters are those of
+    :func:`precision_at_k`.
+    """
+    hits, n_relevant = _ranking_hits(model, X_test, k, exclude_seen, threshold)
+    precision_at = np.cumsum(hits, axis=1) / np.arange(1, k + 1)
+    return float(((precision_at * hits).sum(axis=1) / np.minimum(n_relevant, k)).mean())

@@ -20,6 +20,7 @@ def test_public_namespace_is_pinned():
         "load",
         "metrics",
         "mf",
+        "model_selection",
     ]
     for name in fastmf.__all__:
         assert hasattr(fastmf, name)
