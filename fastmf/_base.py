@@ -86,6 +86,7 @@ class MatrixFactorization:
         n_iter_no_change=3,
         learning_rate="constant",
         biases=False,
+        patience=5,
         init_scale=0.1,
         random_state=None,
         n_threads=None,
@@ -100,6 +101,7 @@ class MatrixFactorization:
         self.n_iter_no_change = n_iter_no_change
         self.learning_rate = learning_rate
         self.biases = biases
+        self.patience = patience
         self.init_scale = init_scale
         self.random_state = random_state
         self.n_threads = n_threads
@@ -172,6 +174,7 @@ class MatrixFactorization:
         number("l2", 0, True)
         number("n_epochs", 1, True, integer=True)
         number("n_iter_no_change", 1, True, integer=True)
+        number("patience", 1, True, integer=True)
         number("init_scale", 0, False)
         if p["tol"] is not None:
             number("tol", 0, True)
@@ -193,7 +196,7 @@ class MatrixFactorization:
         return p
 
     # ---------------------------------------------------------------- fitting
-    def fit(self, X, y=None, *, shape=None, duplicates="raise"):
+    def fit(self, X, y=None, *, X_val=None, callback=None, shape=None, duplicates="raise"):
         """Factorize ``X``; returns ``self``.
 
         Parameters
@@ -205,6 +208,16 @@ class MatrixFactorization:
             included); or a ``(rows, cols, values)`` tuple of 1-D arrays.
         y : None
             Ignored; present for scikit-learn pipeline compatibility.
+        X_val : same forms as ``X``, optional
+            Validation entries (ids within the training shape). Their error
+            (RMSE for the squared loss, mean log loss for the logistic) is
+            recorded after every epoch in ``val_curve_``; training stops after
+            ``patience`` epochs without a new best, and the factors of the best
+            epoch (``best_epoch_``) are restored.
+        callback : callable, optional
+            Called after every epoch as ``callback(info)`` with a dict holding
+            ``epoch``, ``loss`` (the objective), ``val_loss`` (or None) and
+            ``seconds``; returning ``False`` stops training there.
         shape : tuple (n_users, n_items), optional
             Only for triplets; defaults to one more than the largest ids.
         duplicates : {"raise", "sum", "last"}, default="raise"
@@ -224,6 +237,9 @@ class MatrixFactorization:
         """
         params = self._validated_params()
         coo = self._check_input(X, shape, duplicates)
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}.")
+        val = None if X_val is None else self._check_input(X_val, coo.shape, "last")
         rng = check_random_state(params["random_state"])
         m, n = coo.shape
         k = params["k"]
@@ -232,13 +248,17 @@ class MatrixFactorization:
         user_factors *= np.float32(std)
         item_factors = rng.standard_normal((n, k), dtype=np.float32)
         item_factors *= np.float32(std)
-        return self._fit_coo(coo, duplicates, user_factors, item_factors, rng, params)
+        return self._fit_coo(
+            coo, duplicates, user_factors, item_factors, rng, params, val=val, callback=callback
+        )
 
     def _check_input(self, X, shape, duplicates):
         """Validate ``X`` into :class:`~fastmf._validation.Coo`; subclasses check values."""
         return check_coo(X, shape, duplicates=duplicates)
 
-    def _fit_coo(self, coo, duplicates, user_factors, item_factors, rng, params):
+    def _fit_coo(
+        self, coo, duplicates, user_factors, item_factors, rng, params, val=None, callback=None
+    ):
         """Arrange the data in blocks, train, and commit the fitted state.
 
         ``user_factors`` and ``item_factors`` (float32, C-contiguous, original id
@@ -265,9 +285,24 @@ class MatrixFactorization:
             permute_rows(item_factors, layout.item_perm)
             user_bias = np.zeros(m, dtype=np.float32) if params["biases"] else None
             item_bias = np.zeros(n, dtype=np.float32) if params["biases"] else None
-            loss_curve, converged = self._run_epochs(
-                layout, user_factors, item_factors, user_bias, item_bias, rng, params
+            if val is not None:  # in internal ids, on the centered scale
+                val = (
+                    inverse_permutation(layout.user_perm)[val.rows],
+                    inverse_permutation(layout.item_perm)[val.cols],
+                    val.values - np.float32(global_mean),
+                )
+            history = self._run_epochs(
+                layout,
+                user_factors,
+                item_factors,
+                user_bias,
+                item_bias,
+                rng,
+                params,
+                val,
+                callback,
             )
+            loss_curve, val_curve, best_epoch, converged = history
         if params["tol"] is not None and not converged:
             warnings.warn(
                 f"{type(self).__name__} stopped at n_epochs={params['n_epochs']} before "
@@ -290,6 +325,8 @@ class MatrixFactorization:
             item_bias_=item_bias[item_new] if params["biases"] else np.zeros(n, np.float32),
             global_mean_=global_mean,
             loss_curve_=np.asarray(loss_curve, dtype=np.float64),
+            val_curve_=np.asarray(val_curve, dtype=np.float64) if val is not None else None,
+            best_epoch_=best_epoch,
             n_iter_=len(loss_curve),
             n_users_=m,
             n_items_=n,
@@ -298,12 +335,23 @@ class MatrixFactorization:
         )
         return self
 
-    def _run_epochs(self, layout, user_factors, item_factors, user_bias, item_bias, rng, params):
-        """Run SGD epochs until convergence or ``n_epochs``; return (loss_curve, converged).
+    def _run_epochs(
+        self, layout, user_factors, item_factors, user_bias, item_bias, rng, params, val, callback
+    ):
+        """Run SGD epochs until a stopping rule or ``n_epochs``.
 
         One kernel call per epoch; this loop owns the objective, convergence,
-        divergence and progress output. Factors and biases (None when the
-        model has none) are updated in place.
+        validation and early stopping, divergence, callbacks and progress
+        output. Factors and biases (None when the model has none) are updated
+        in place (with validation: left at the best epoch's values).
+
+        Returns
+        -------
+        loss_curve, val_curve : lists of float
+        best_epoch : int or None
+            The epoch with the best validation loss (None without validation).
+        stopped : bool
+            True when a stopping rule ended training before ``n_epochs``.
         """
         loss = _LOSS_CODES[self._loss]
         lr = np.float32(params["lr"])
@@ -333,9 +381,19 @@ class MatrixFactorization:
             # Blocks are added in a fixed order: same bits for any thread count.
             return (block_loss.sum() + 0.5 * float(l2) * penalty) / layout.nnz
 
-        loss_curve = []
+        def validation_loss():
+            scores = np.empty(val[0].shape[0], dtype=np.float32)
+            _kernels.predict_coo(val[0], val[1], user_factors, item_factors, scores)
+            if use_bias:
+                scores += user_bias[val[0]] + item_bias[val[1]]
+            if loss == _kernels.SQUARED:
+                return float(np.sqrt(np.mean((val[2] - scores.astype(np.float64)) ** 2)))
+            return float(np.mean(np.logaddexp(0.0, -val[2] * scores.astype(np.float64))))
+
+        loss_curve, val_curve = [], []
         epochs_without_improvement = 0
         best = objective()
+        best_val, best_epoch, best_state = np.inf, None, None
         for epoch in range(1, n_epochs + 1):
             schedule = epoch_schedule(layout.grid, rng)
             start = time.perf_counter()
@@ -350,24 +408,43 @@ class MatrixFactorization:
                     f"lr={params['lr'] / 10:g}, or a larger l2. The model was not changed."
                 )
             loss_curve.append(current)
+            val_loss = None
+            if val is not None:
+                val_loss = validation_loss()
+                val_curve.append(val_loss)
+                if val_loss < best_val:
+                    best_val, best_epoch = val_loss, epoch
+                    best_state = [None if a is None else a.copy() for a in state]
             # SGD makes the objective noisy near the optimum, so progress is
             # measured against the best value so far, over several epochs.
             decrease = (best - current) / abs(best) if best != 0 else 0.0
             if params["verbose"]:
+                shown = "" if val_loss is None else f"  validation {val_loss:.6g}"
                 print(
-                    f"epoch {epoch:>4}/{n_epochs}  objective {current:.6g}  "
+                    f"epoch {epoch:>4}/{n_epochs}  objective {current:.6g}{shown}  "
                     f"rel. decrease {decrease:+.2e}  "
                     f"{layout.nnz / max(seconds, 1e-9) / 1e6:.1f}M ratings/s",
                     flush=True,
                 )
+            stop = False
+            if callback is not None:
+                info = {"epoch": epoch, "loss": current, "val_loss": val_loss, "seconds": seconds}
+                stop = callback(info) is False
+            if val is not None and epoch - best_epoch >= params["patience"]:
+                stop = True
             if tol is not None and decrease < tol:
                 epochs_without_improvement += 1
-                if epochs_without_improvement >= params["n_iter_no_change"]:
-                    return loss_curve, True
+                stop = stop or epochs_without_improvement >= params["n_iter_no_change"]
             else:
                 epochs_without_improvement = 0
             best = min(best, current)
-        return loss_curve, False
+            if stop:
+                break
+        if best_state is not None:
+            for array, saved in zip(state, best_state):
+                if array is not None:
+                    np.copyto(array, saved)
+        return loss_curve, val_curve, best_epoch, len(loss_curve) < n_epochs or stop
 
     # ------------------------------------------------------------- prediction
     def _check_is_fitted(self):

@@ -53,6 +53,9 @@ class RealValueMF(MatrixFactorization):
         Learn a global mean ``mu`` (the mean training rating; squared loss
         only) and user and item biases, scoring ``mu + b_u + b_i + p_u . q_i``.
         The penalty then includes ``l2 / 2 * (b_u**2 + b_i**2)`` per entry.
+    patience : int, default=5
+        With ``fit(..., X_val=...)``: stop after this many epochs without a
+        new best validation loss, and keep the best epoch's factors.
     init_scale : float, default=0.1
         Initial factors are drawn from N(0, init_scale**2 / k), so initial
         scores have a spread of about ``init_scale**2`` whatever ``k`` is.
@@ -84,6 +87,10 @@ class RealValueMF(MatrixFactorization):
         The mean training rating with ``biases=True``, else 0.
     loss_curve_ : ndarray of float64, shape (n_iter_,)
         The objective L after each epoch.
+    val_curve_ : ndarray of float64, shape (n_iter_,), or None
+        Validation RMSE after each epoch when ``X_val`` was given.
+    best_epoch_ : int or None
+        The epoch whose factors were kept, when ``X_val`` was given.
     n_iter_ : int
         Number of epochs run.
     n_users_, n_items_ : int
@@ -154,6 +161,8 @@ class BinaryMF(MatrixFactorization):
     biases : bool, default=False
         Learn user and item logit offsets, scoring ``b_u + b_i + p_u . q_i``
         (no global term: it would be absorbed by the offsets).
+    patience : int, default=5
+        Early-stopping patience with ``fit(..., X_val=...)``, as in :class:`RealValueMF`.
     init_scale : float, default=0.5
         Initial factors are drawn from N(0, init_scale**2 / k). It is larger
         than RealValueMF's because with near-zero factors the logistic
@@ -189,6 +198,9 @@ class BinaryMF(MatrixFactorization):
         Always 0 for BinaryMF.
     loss_curve_ : ndarray of float64, shape (n_iter_,)
         The objective L after each epoch.
+    val_curve_ : ndarray of float64, shape (n_iter_,), or None
+        Validation mean log loss after each epoch when ``X_val`` was given.
+    best_epoch_ : int or None
     n_iter_ : int
     n_users_, n_items_ : int
     P, Q : ndarray
@@ -207,6 +219,7 @@ class BinaryMF(MatrixFactorization):
         n_iter_no_change=3,
         learning_rate="constant",
         biases=False,
+        patience=5,
         init_scale=0.5,
         random_state=None,
         n_threads=None,
@@ -223,6 +236,7 @@ class BinaryMF(MatrixFactorization):
             n_iter_no_change=n_iter_no_change,
             learning_rate=learning_rate,
             biases=biases,
+            patience=patience,
             init_scale=init_scale,
             random_state=random_state,
             n_threads=n_threads,

@@ -103,7 +103,7 @@ def load(path):
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path!s} is a damaged fastmf model file: {error!r}") from None
     _check_fitted_arrays(path, fitted, scalars)
-    model.__dict__.update(fitted, **scalars)
+    model.__dict__.update(fitted, **scalars, val_curve_=None, best_epoch_=None)
     return model
 
 
