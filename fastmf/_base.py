@@ -596,43 +596,57 @@ class MatrixFactorization:
         self._check_is_fitted()
         return cosine_similarity(self.item_factors_)
 
-    def similar_items(self, item, n=10):
-        """Return the ``n`` items whose factors are most cosine-similar to ``item``'s.
+    def similar_items(self, items, n=10):
+        """Return the ``n`` items whose factors are most cosine-similar to each given item.
 
         Parameters
         ----------
-        item : int
+        items : int or array_like of int
+            One item id, or a 1-D batch of them.
         n : int, default=10
-            Capped at ``n_items_ - 1``; ``item`` itself is excluded.
+            Capped at ``n_items_ - 1``; an item is never its own neighbour.
 
         Returns
         -------
-        ids : ndarray of int64, shape (n,)
+        ids : ndarray of int64, shape (n,) for one item, (len(items), n) for a batch
             Most similar first (ties: smaller id first).
-        scores : ndarray of float32, shape (n,)
-            Cosine similarities.
+        scores : ndarray of float32, same shape
+            Cosine similarities (0 against an all-zero factor row).
         """
         self._check_is_fitted()
-        item = check_index(item, self.n_items_, "item")
-        return top_similar(self.item_factors_, item, _check_n(n))
+        return self._similar(self.item_factors_, items, n, "item")
 
-    def similar_users(self, user, n=10):
-        """Return the ``n`` users whose factors are most cosine-similar to ``user``'s.
+    def similar_users(self, users, n=10):
+        """Return the ``n`` users whose factors are most cosine-similar to each given user.
 
         Parameters
         ----------
-        user : int
+        users : int or array_like of int
+            One user id, or a 1-D batch of them.
         n : int, default=10
-            Capped at ``n_users_ - 1``; ``user`` itself is excluded.
+            Capped at ``n_users_ - 1``; a user is never its own neighbour.
 
         Returns
         -------
-        ids : ndarray of int64, shape (n,)
-        scores : ndarray of float32, shape (n,)
+        ids : ndarray of int64, shape (n,) or (len(users), n)
+        scores : ndarray of float32, same shape
         """
         self._check_is_fitted()
-        user = check_index(user, self.n_users_, "user")
-        return top_similar(self.user_factors_, user, _check_n(n))
+        return self._similar(self.user_factors_, users, n, "user")
+
+    def _similar(self, factors, query, n, what):
+        n = min(_check_n(n), factors.shape[0] - 1)
+        single = np.ndim(query) == 0
+        if single:
+            ids = np.array([check_index(query, factors.shape[0], what)])
+        else:
+            ids = np.asarray(query)
+            if ids.ndim != 1:
+                raise ValueError(f"{what}s must be an id or a 1-D array of ids.")
+            ids = np.array(
+                [check_index(i, factors.shape[0], what) for i in ids.tolist()], dtype=np.int64
+            )
+        return top_similar(factors, ids, n, single)
 
 
 def _check_n(n):

@@ -37,40 +37,39 @@ def cosine_similarity(A, B=None):
     return np.asarray(out)
 
 
-def top_similar(factors, index, n):
-    """Return the ``n`` rows most cosine-similar to row ``index``, excluding itself.
+def top_similar(factors, ids, n, single=False):
+    """Return, for each row in ``ids``, the ``n`` most cosine-similar other rows.
 
-    Costs one matrix-vector product: no (rows x rows) matrix is built.
+    Works a block of query rows at a time (one matrix product with the unit
+    rows, then a partial sort): no (rows x rows) matrix is built.
 
     Parameters
     ----------
     factors : ndarray of float32, shape (n_rows, k)
-    index : int, a valid row
-    n : int, at least 1; capped at ``n_rows - 1``
+    ids : ndarray of int64, shape (n_queries,), valid rows
+    n : int, at least 0 and at most ``n_rows - 1``
+    single : bool
+        Return 1-D arrays for a single query.
 
     Returns
     -------
-    ids : ndarray of int64, shape (min(n, n_rows - 1),)
+    ids : ndarray of int64, shape (n_queries, n) (or (n,))
         Most similar first; ties broken by the smaller id.
     scores : ndarray of float32, same shape
     """
-    n = min(n, factors.shape[0] - 1)
-    norms = np.linalg.norm(factors, axis=1)
-    scores = factors @ factors[index]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scores = np.where(norms > 0, scores / (norms * norms[index]), 0.0).astype(np.float32)
-    if norms[index] == 0:
-        scores[:] = 0.0
-    scores[index] = -np.inf
-    if n <= 0:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-    candidates = np.argpartition(-scores, n - 1)[:n] if n < scores.shape[0] else np.arange(n)
-    # argpartition is not stable: widen to every row tied with the n-th score
-    # so the tie-break by id below is exact.
-    threshold = scores[candidates].min()
-    candidates = np.flatnonzero(scores >= threshold)
-    ranked = candidates[np.lexsort((candidates, -scores[candidates]))][:n]
-    return ranked.astype(np.int64), scores[ranked]
+    from ._ranking import recommend_block_size, top_n
+
+    unit = _unit_rows(factors, "factors").astype(np.float32)
+    out_ids = np.empty((ids.size, n), dtype=np.int64)
+    out_scores = np.empty((ids.size, n), dtype=np.float32)
+    step = recommend_block_size(factors.shape[0])
+    for start in range(0, ids.size, step):
+        block_ids = ids[start : start + step]
+        block = unit[block_ids] @ unit.T
+        block[np.arange(block_ids.size), block_ids] = -np.inf  # never one's own neighbour
+        if n:
+            out_ids[start : start + step], out_scores[start : start + step] = top_n(block, n)
+    return (out_ids[0], out_scores[0]) if single else (out_ids, out_scores)
 
 
 def _unit_rows(X, name):

@@ -58,7 +58,8 @@ def test_top_similar_equals_brute_force_with_ties(factors, data):
     # equal a full stable sort of the cosine matrix row, self excluded.
     index = data.draw(st.integers(0, factors.shape[0] - 1))
     n = data.draw(st.integers(1, factors.shape[0] + 2))
-    ids, scores = top_similar(factors, index, n)
+    n = min(n, factors.shape[0] - 1)
+    ids, scores = top_similar(factors, np.array([index]), n, single=True)
     row = cosine_similarity(factors)[index].astype(np.float32)
     candidates = [j for j in range(factors.shape[0]) if j != index]
     expected = sorted(candidates, key=lambda j: (-row[j], j))[:n]
@@ -66,3 +67,25 @@ def test_top_similar_equals_brute_force_with_ties(factors, data):
     # Ids agree wherever scores are not within rounding of each other.
     np.testing.assert_allclose(row[ids], row[expected], atol=1e-6)
     assert index not in ids and len(set(ids.tolist())) == len(ids)
+
+
+def test_batch_similar_items_equal_single_queries():
+    from conftest import random_coo
+
+    import fastmf
+
+    rows, cols, values, shape = random_coo(6)
+    model = fastmf.RealValueMF(k=4, n_epochs=3, tol=None, random_state=0).fit(
+        (rows, cols, values), shape=shape
+    )
+    ids, scores = model.similar_items([4, 0, 4], n=6)
+    assert ids.shape == scores.shape == (3, 6)
+    for row, item in enumerate([4, 0, 4]):
+        single_ids, single_scores = model.similar_items(item, n=6)
+        np.testing.assert_array_equal(ids[row], single_ids)
+        # BLAS may round a batch product differently from a single one (last bit).
+        np.testing.assert_allclose(scores[row], single_scores, rtol=1e-6)
+    users, _ = model.similar_users(np.arange(5), n=3)
+    assert users.shape == (5, 3) and all(u not in users[u] for u in range(5))
+    with pytest.raises(ValueError, match="item id 99 is out of range"):
+        model.similar_items([1, 99])
