@@ -5,11 +5,12 @@ thin scikit-learn-style classes handle input, initialization, convergence,
 prediction and similarity.
 """
 
-from . import datasets, exceptions, metrics, model_selection
+from . import datasets, exceptions, ids, metrics, model_selection
 from ._base import MatrixFactorization
 from ._models import BinaryMF, RealValueMF, mf
 from ._persistence import load
 from .exceptions import ConvergenceWarning, DivergenceError, NotFittedError
+from .ids import Dataset, IdMap
 from .similarity import cosine_similarity
 
 __version__ = "0.1.0"
@@ -17,7 +18,9 @@ __version__ = "0.1.0"
 __all__ = [
     "BinaryMF",
     "ConvergenceWarning",
+    "Dataset",
     "DivergenceError",
+    "IdMap",
     "MatrixFactorization",
     "NotFittedError",
     "RealValueMF",
@@ -25,6 +28,7 @@ __all__ = [
     "cosine_similarity",
     "datasets",
     "exceptions",
+    "ids",
     "load",
     "metrics",
     "mf",

@@ -21,6 +21,7 @@ from ._persistence import save_model
 from ._ranking import recommend_block_size, top_n
 from ._validation import check_coo, check_index, check_pairs
 from .exceptions import ConvergenceWarning, DivergenceError, NotFittedError
+from .ids import Dataset
 from .similarity import cosine_similarity, top_similar
 
 _LOSS_CODES = {"squared": _kernels.SQUARED, "logistic": _kernels.LOGISTIC}
@@ -201,11 +202,13 @@ class MatrixFactorization:
 
         Parameters
         ----------
-        X : array_like of shape (n_users, n_items), scipy.sparse matrix/array, or tuple
+        X : array_like of shape (n_users, n_items), scipy.sparse matrix/array, tuple, or Dataset
             The observations: a dense array whose non-zero entries are observed
             (0 means missing, as in the reference notebook); any scipy.sparse
             matrix or array, whose stored entries are observed (explicit zeros
-            included); or a ``(rows, cols, values)`` tuple of 1-D arrays.
+            included); a ``(rows, cols, values)`` tuple of 1-D arrays; or a
+            :class:`fastmf.ids.Dataset` of raw ids, after which ``predict``
+            takes raw ids (the maps are kept in ``user_map_``, ``item_map_``).
         y : None
             Ignored; present for scikit-learn pipeline compatibility.
         X_val : same forms as ``X``, optional
@@ -236,6 +239,16 @@ class MatrixFactorization:
             the state it had before this call.
         """
         params = self._validated_params()
+        maps = (None, None)
+        if isinstance(X, Dataset):
+            maps, shape = (X.user_map, X.item_map), X.shape
+            if isinstance(X_val, Dataset):  # same raw ids, the training maps' indices
+                X_val = (
+                    X.user_map.to_index(X_val.user_map.to_raw(X_val.rows)),
+                    X.item_map.to_index(X_val.item_map.to_raw(X_val.cols)),
+                    X_val.values,
+                )
+            X = X.triplets
         coo = self._check_input(X, shape, duplicates)
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}.")
@@ -248,9 +261,11 @@ class MatrixFactorization:
         user_factors *= np.float32(std)
         item_factors = rng.standard_normal((n, k), dtype=np.float32)
         item_factors *= np.float32(std)
-        return self._fit_coo(
+        self._fit_coo(
             coo, duplicates, user_factors, item_factors, rng, params, val=val, callback=callback
         )
+        self.user_map_, self.item_map_ = maps
+        return self
 
     def _check_input(self, X, shape, duplicates):
         """Validate ``X`` into :class:`~fastmf._validation.Coo`; subclasses check values."""
@@ -470,27 +485,60 @@ class MatrixFactorization:
         view.flags.writeable = False
         return view
 
-    def decision_function(self, rows, cols):
-        """Score ``mean + b_u + b_i + p_u . q_i`` for each (user, item) pair, without forming P Q^T.
+    def decision_function(self, rows, cols, unknown="raise"):
+        """Score ``mean + b_u + b_i + p_u . q_i`` for each (user, item) pair, without P Q^T.
 
         Without biases (the default) the mean and biases are 0.
 
         Parameters
         ----------
-        rows, cols : array_like of int
-            User and item ids, broadcast against each other.
+        rows, cols : array_like
+            User and item ids, broadcast against each other: indices, or raw
+            ids when the model was fitted on a :class:`fastmf.ids.Dataset`.
+        unknown : {"raise", "nan", "mean"}, default="raise"
+            For a user or item not seen in training (an unknown raw id, or an
+            index beyond the fitted shape): raise a ValueError naming it,
+            score NaN, or score what is known without it — the global mean
+            plus the bias of whichever of the pair is known.
 
         Returns
         -------
         ndarray of float32 with the broadcast shape of ``rows`` and ``cols``
         """
         self._check_is_fitted()
-        flat_rows, flat_cols, out_shape = check_pairs(rows, cols, (self.n_users_, self.n_items_))
-        out = np.empty(flat_rows.shape[0], dtype=np.float32)
-        _kernels.predict_coo(flat_rows, flat_cols, self.user_factors_, self.item_factors_, out)
-        out += self.user_bias_[flat_rows]
-        out += self.item_bias_[flat_cols]
-        out += np.float32(self.global_mean_)
+        if unknown not in ("raise", "nan", "mean"):
+            raise ValueError(f"unknown must be 'raise', 'nan' or 'mean', got {unknown!r}.")
+        shape = (self.n_users_, self.n_items_)
+        if getattr(self, "user_map_", None) is not None:
+            policy = "raise" if unknown == "raise" else "missing"
+            rows = self.user_map_.to_index(rows, unknown=policy)
+            cols = self.item_map_.to_index(cols, unknown=policy)
+            rows, cols = np.broadcast_arrays(rows, cols)
+            out_shape = rows.shape
+            flat_rows, flat_cols = rows.ravel(), cols.ravel()
+        elif unknown == "raise":
+            flat_rows, flat_cols, out_shape = check_pairs(rows, cols, shape)
+        else:
+            flat_rows, flat_cols, out_shape = check_pairs(rows, cols, (np.inf, np.inf))
+            flat_rows = np.where(flat_rows < shape[0], flat_rows, -1)
+            flat_cols = np.where(flat_cols < shape[1], flat_cols, -1)
+        known_user, known_item = flat_rows >= 0, flat_cols >= 0
+        both = known_user & known_item
+        out = np.full(flat_rows.shape[0], np.nan, dtype=np.float32)
+        scores = np.empty(int(both.sum()), dtype=np.float32)
+        _kernels.predict_coo(
+            np.ascontiguousarray(flat_rows[both]),
+            np.ascontiguousarray(flat_cols[both]),
+            self.user_factors_,
+            self.item_factors_,
+            scores,
+        )
+        out[both] = scores
+        if unknown == "mean":
+            out[~both] = 0.0
+        user_part = np.where(known_user, self.user_bias_[np.maximum(flat_rows, 0)], 0)
+        item_part = np.where(known_item, self.item_bias_[np.maximum(flat_cols, 0)], 0)
+        out += user_part + item_part + np.float32(self.global_mean_)
         return out.reshape(out_shape)
 
     # --------------------------------------------------------- recommendation

@@ -110,19 +110,21 @@ class RealValueMF(MatrixFactorization):
 
     _loss = "squared"
 
-    def predict(self, rows, cols):
-        """Predict the rating ``p_u . q_i`` of each (user, item) pair.
+    def predict(self, rows, cols, unknown="raise"):
+        """Predict the rating of each (user, item) pair: ``mu + b_u + b_i + p_u . q_i``.
 
         Parameters
         ----------
-        rows, cols : array_like of int
-            User and item ids, broadcast against each other.
+        rows, cols : array_like
+            User and item ids (raw ids after a fit on a Dataset), broadcast.
+        unknown : {"raise", "nan", "mean"}, default="raise"
+            Policy for ids not seen in training; see :meth:`decision_function`.
 
         Returns
         -------
         ndarray of float32 with the broadcast shape of ``rows`` and ``cols``
         """
-        return self.decision_function(rows, cols)
+        return self.decision_function(rows, cols, unknown=unknown)
 
 
 class BinaryMF(MatrixFactorization):
@@ -261,31 +263,38 @@ class BinaryMF(MatrixFactorization):
         values = check_binary_labels(coo.values, self.labels)
         return type(coo)(coo.rows, coo.cols, values, coo.shape)
 
-    def predict_proba(self, rows, cols):
-        """Probability of a positive response, ``sigmoid(p_u . q_i)``, per pair.
+    def predict_proba(self, rows, cols, unknown="raise"):
+        """Probability of a positive response, ``sigmoid(b_u + b_i + p_u . q_i)``, per pair.
 
         Parameters
         ----------
-        rows, cols : array_like of int
-            User and item ids, broadcast against each other.
+        rows, cols : array_like
+            User and item ids (raw ids after a fit on a Dataset), broadcast.
+        unknown : {"raise", "nan", "mean"}, default="raise"
+            Policy for ids not seen in training; see :meth:`decision_function`.
 
         Returns
         -------
         ndarray of float32 with the broadcast shape of ``rows`` and ``cols``
             ``P(y = +1)`` (one column, not scikit-learn's two).
         """
-        return expit(self.decision_function(rows, cols))
+        return expit(self.decision_function(rows, cols, unknown=unknown))
 
-    def predict(self, rows, cols):
+    def predict(self, rows, cols, unknown="raise"):
         """Predict the response of each pair: the positive label where P(+1) >= 0.5.
+
+        ``unknown`` is "raise" or "mean" (see :meth:`decision_function`); a
+        label cannot be NaN.
 
         Returns
         -------
         ndarray of int8 with the broadcast shape of ``rows`` and ``cols``
             Labels in the encoding given by ``labels`` (-1/+1 or 0/1).
         """
+        if unknown == "nan":
+            raise ValueError("BinaryMF.predict returns labels: use unknown='raise' or 'mean'.")
         negative = -1 if self.labels == "pm1" else 0
-        scores = self.decision_function(rows, cols)
+        scores = self.decision_function(rows, cols, unknown=unknown)
         return np.where(scores >= 0, 1, negative).astype(np.int8)
 
 

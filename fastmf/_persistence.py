@@ -10,6 +10,8 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from .ids import IdMap
+
 FORMAT = "fastmf-model"
 FORMAT_VERSION = 1
 _ARRAYS = (
@@ -37,6 +39,10 @@ def save_model(model, path):
             # A Generator or RandomState seed has no file form; its use is over anyway.
             params[name] = None
     arrays = {name: getattr(model, name) for name in _ARRAYS}
+    for name in ("user_map_", "item_map_"):
+        id_map = getattr(model, name, None)
+        if id_map is not None:
+            arrays[name + "ids"] = id_map.ids_
     scalars = {name: np.asarray(getattr(model, name)) for name in _SCALARS}
     with open(path, "wb") as handle:
         np.savez(
@@ -103,7 +109,16 @@ def load(path):
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{path!s} is a damaged fastmf model file: {error!r}") from None
     _check_fitted_arrays(path, fitted, scalars)
-    model.__dict__.update(fitted, **scalars, val_curve_=None, best_epoch_=None)
+    maps = {}
+    for name, size in (("user_map_", scalars["n_users_"]), ("item_map_", scalars["n_items_"])):
+        ids = contents.get(name + "ids")
+        try:
+            maps[name] = None if ids is None else IdMap.from_sorted_unique(ids)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path!s} is a damaged fastmf model file: {error}") from None
+        if maps[name] is not None and len(maps[name]) != size:
+            raise ValueError(f"{path!s} is a damaged fastmf model file: {name} has wrong size.")
+    model.__dict__.update(fitted, **scalars, **maps, val_curve_=None, best_epoch_=None)
     return model
 
 

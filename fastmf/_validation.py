@@ -194,7 +194,7 @@ def check_pairs(rows, cols, shape):
     flat_rows = _check_indices(rows.ravel(), "rows", "user")
     flat_cols = _check_indices(cols.ravel(), "cols", "item")
     for idx, dim, what in ((flat_rows, shape[0], "user"), (flat_cols, shape[1], "item")):
-        if idx.size and int(idx.max()) >= dim:
+        if idx.size and idx.max() >= dim:
             raise ValueError(
                 f"{what} id {int(idx.max())} is out of range: the model was fitted with "
                 f"{dim} {what}s (ids 0 to {dim - 1})."

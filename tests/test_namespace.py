@@ -9,7 +9,9 @@ def test_public_namespace_is_pinned():
     assert fastmf.__all__ == [
         "BinaryMF",
         "ConvergenceWarning",
+        "Dataset",
         "DivergenceError",
+        "IdMap",
         "MatrixFactorization",
         "NotFittedError",
         "RealValueMF",
@@ -17,6 +19,7 @@ def test_public_namespace_is_pinned():
         "cosine_similarity",
         "datasets",
         "exceptions",
+        "ids",
         "load",
         "metrics",
         "mf",

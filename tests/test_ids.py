@@ -1,0 +1,93 @@
+"""Raw ids: IdMap, fitting from a Dataset, unknown-id policies, persistence of maps."""
+
+import numpy as np
+import pytest
+
+import fastmf
+from fastmf import BinaryMF, Dataset, IdMap, RealValueMF
+
+
+def test_id_map_round_trip_for_ints_and_strings():
+    for raw in (np.array([30, 10, 20, 10]), ["bob", "al", "cy", "al"]):
+        id_map = IdMap(raw)
+        assert len(id_map) == 3
+        indices = id_map.to_index(raw)
+        np.testing.assert_array_equal(id_map.to_raw(indices), np.asarray(raw))
+        assert set(indices.tolist()) == {0, 1, 2}
+    strings = IdMap(["b", "a"])
+    np.testing.assert_array_equal(strings.to_index(["a", "b", "a"]), [0, 1, 0])
+    with pytest.raises(ValueError, match=r"not seen in training, e\.g\. \['zz'\]"):
+        strings.to_index(["a", "zz"])
+    np.testing.assert_array_equal(strings.to_index(["zz", "b"], unknown="missing"), [-1, 1])
+    with pytest.raises(TypeError, match="are integers but the map holds strings"):
+        strings.to_index([1])
+    with pytest.raises(TypeError, match="only integers or only strings"):
+        IdMap(np.array([1, "a"], dtype=object))
+    with pytest.raises(TypeError, match="integers or strings"):
+        IdMap([1.5, 2.5])
+
+
+def test_pandas_columns_when_available():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"user": ["u1", "u2", "u1"], "item": [7, 8, 9], "rating": [5, 3, 4]})
+    data = Dataset(frame["user"], frame["item"], frame["rating"])
+    assert data.shape == (2, 3)
+
+
+def ratings():
+    rng = np.random.default_rng(0)
+    users = np.array([f"user{u}" for u in rng.integers(0, 30, 400)])
+    items = rng.integers(1000, 1040, 400)
+    keep = np.unique(np.char.add(users, items.astype(str)), return_index=True)[1]
+    return users[keep], items[keep], rng.integers(1, 6, keep.size).astype(float)
+
+
+def test_fit_on_raw_ids_and_predict_with_policies(tmp_path):
+    users, items, values = ratings()
+    data = Dataset(users, items, values)
+    model = RealValueMF(k=3, biases=True, n_epochs=5, tol=None, random_state=0).fit(data)
+    by_index = RealValueMF(k=3, biases=True, n_epochs=5, tol=None, random_state=0).fit(
+        data.triplets, shape=data.shape
+    )
+    np.testing.assert_array_equal(
+        model.predict(users, items), by_index.predict(data.rows, data.cols)
+    )
+    with pytest.raises(ValueError, match="not seen in training"):
+        model.predict(["nobody"], [items[0]])
+    assert np.isnan(model.predict(["nobody", users[0]], [items[0], 99999], unknown="nan")).all()
+    mean_only = model.predict(
+        ["nobody", users[0], "nobody"], [items[0], 99999, 99999], unknown="mean"
+    )
+    item0 = data.item_map.to_index([items[0]])[0]
+    user0 = data.user_map.to_index([users[0]])[0]
+    np.testing.assert_allclose(
+        mean_only,
+        [
+            model.global_mean_ + model.item_bias_[item0],
+            model.global_mean_ + model.user_bias_[user0],
+            model.global_mean_,
+        ],
+        rtol=1e-6,
+    )
+    model.save(tmp_path / "m.npz")
+    loaded = fastmf.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.user_map_.ids_, model.user_map_.ids_)
+    np.testing.assert_array_equal(loaded.predict(users, items), model.predict(users, items))
+
+
+def test_index_models_apply_the_policy_to_unseen_indices():
+    users, items, values = ratings()
+    data = Dataset(users, items, values)
+    model = RealValueMF(k=3, n_epochs=3, tol=None, random_state=0).fit(
+        data.triplets, shape=data.shape
+    )
+    assert np.isnan(model.predict([data.shape[0]], [0], unknown="nan")).all()
+    with pytest.raises(ValueError, match="out of range"):
+        model.predict([data.shape[0]], [0])
+    binary = BinaryMF(k=3, n_epochs=3, tol=None, random_state=0).fit(
+        Dataset(users, items, np.where(values >= 4, 1, -1))
+    )
+    with pytest.raises(ValueError, match="returns labels"):
+        binary.predict(users[:2], items[:2], unknown="nan")
+    proba = binary.predict_proba(["nobody"], [items[0]], unknown="mean")
+    assert 0 < proba[0] < 1
