@@ -6,6 +6,7 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
+from scipy.special import expit
 
 from . import _kernels
 from ._blocks import (
@@ -272,7 +273,16 @@ class MatrixFactorization:
         return check_coo(X, shape, duplicates=duplicates)
 
     def _fit_coo(
-        self, coo, duplicates, user_factors, item_factors, rng, params, val=None, callback=None
+        self,
+        coo,
+        duplicates,
+        user_factors,
+        item_factors,
+        rng,
+        params,
+        val=None,
+        callback=None,
+        warm=None,
     ):
         """Arrange the data in blocks, train, and commit the fitted state.
 
@@ -293,13 +303,23 @@ class MatrixFactorization:
             # centered values (the layout is fit's own copy, so in place is safe).
             global_mean = 0.0
             if params["biases"] and self._loss == "squared":
-                global_mean = float(layout.values.mean(dtype=np.float64))
+                global_mean = (
+                    float(layout.values.mean(dtype=np.float64))
+                    if warm is None
+                    else warm["global_mean"]
+                )
                 np.subtract(layout.values, np.float32(global_mean), out=layout.values)
             # Internal (relabeled) order: the rows of one stripe are contiguous in memory.
             permute_rows(user_factors, layout.user_perm)
             permute_rows(item_factors, layout.item_perm)
-            user_bias = np.zeros(m, dtype=np.float32) if params["biases"] else None
-            item_bias = np.zeros(n, dtype=np.float32) if params["biases"] else None
+            user_bias = item_bias = None
+            if params["biases"]:
+                if warm is None:
+                    user_bias = np.zeros(m, dtype=np.float32)
+                    item_bias = np.zeros(n, dtype=np.float32)
+                else:
+                    user_bias = warm["user_bias"][layout.user_perm]
+                    item_bias = warm["item_bias"][layout.item_perm]
             if val is not None:  # in internal ids, on the centered scale
                 val = (
                     inverse_permutation(layout.user_perm)[val.rows],
@@ -328,6 +348,8 @@ class MatrixFactorization:
                 stacklevel=3,
             )
         seen_indptr, seen_items = seen_items_csr(layout)
+        if warm is not None:
+            seen_indptr, seen_items = _merge_seen(warm["seen"], (seen_indptr, seen_items), m, n)
         # Commit the fitted state only now, so that a failed fit changes nothing.
         user_new = inverse_permutation(layout.user_perm)
         item_new = inverse_permutation(layout.item_perm)
@@ -618,6 +640,132 @@ class MatrixFactorization:
                 seen = np.flatnonzero(np.isin(candidates, seen, assume_unique=True))
             block[row, seen] = -np.inf
 
+    # ------------------------------------------------------ new users and data
+    def fold_in(self, X, n_iter=20):
+        """Compute factors for new users from their ratings, item factors fixed.
+
+        No refit: each new user's factor row (and bias) solves its own part
+        of the training objective with the items' factors and biases held
+        fixed — in closed form (ridge regression) for the squared loss, by
+        ``n_iter`` Newton steps for the logistic loss.
+
+        Parameters
+        ----------
+        X : (rows, cols, values) tuple, sparse matrix or dense array
+            One row per new user (row ids 0..n_new-1) over the model's items.
+        n_iter : int, default=20
+            Newton steps (logistic loss only).
+
+        Returns
+        -------
+        user_factors : ndarray of float32, shape (n_new, k)
+        user_bias : ndarray of float32, shape (n_new,)
+            Zeros for a model without biases. Users with no ratings get zeros.
+        """
+        self._check_is_fitted()
+        coo = self._check_input(X, None, "raise")
+        if coo.shape[1] > self.n_items_:
+            raise ValueError(
+                f"item id {coo.shape[1] - 1} is out of range: the model has {self.n_items_} items."
+            )
+        n_new, k = coo.shape[0], self.user_factors_.shape[1]
+        use_bias = bool(self.get_params()["biases"])
+        l2 = float(self.get_params()["l2"])
+        design = self.item_factors_.astype(np.float64)
+        if use_bias:
+            design = np.hstack([design, np.ones((design.shape[0], 1))])
+        offset = self.item_bias_.astype(np.float64) + self.global_mean_
+        solution = np.zeros((n_new, design.shape[1]))
+        order = np.argsort(coo.rows, kind="stable")
+        bounds = np.searchsorted(coo.rows[order], np.arange(n_new + 1))
+        for user in range(n_new):
+            entries = order[bounds[user] : bounds[user + 1]]
+            if entries.size == 0:
+                continue
+            Z = design[coo.cols[entries]]
+            target = coo.values[entries].astype(np.float64)
+            base = offset[coo.cols[entries]]
+            ridge = l2 * entries.size * np.eye(Z.shape[1])  # per-observation penalty
+            if self._loss == "squared":
+                solution[user] = np.linalg.solve(Z.T @ Z + ridge, Z.T @ (target - base))
+                continue
+            x = np.zeros(Z.shape[1])
+            for _ in range(n_iter):
+                margin = target * (Z @ x + base)
+                weight = expit(-margin)
+                gradient = -Z.T @ (target * weight) + ridge @ x
+                hessian = (Z.T * (weight * (1 - weight))) @ Z + ridge
+                x -= np.linalg.solve(hessian, gradient)
+            solution[user] = x
+        factors = np.ascontiguousarray(solution[:, :k], dtype=np.float32)
+        bias = solution[:, k].astype(np.float32) if use_bias else np.zeros(n_new, np.float32)
+        return factors, bias
+
+    def partial_fit(self, X, *, shape=None, duplicates="raise"):
+        """Continue training on new ratings, growing the model for new ids.
+
+        A warm start: the current factors (and biases) are the initial values,
+        rows for user or item ids beyond the fitted shape are added with fresh
+        random factors, and ``n_epochs`` epochs (or fewer, by ``tol``) run on
+        ``X`` alone. This is not the same as refitting on all data: the old
+        ratings are not revisited, so the model drifts toward the new ones.
+        The global mean of a model with biases is kept. An unfitted model is
+        simply fitted.
+
+        Parameters
+        ----------
+        X, shape, duplicates
+            As in :meth:`fit` (indices only; not a Dataset).
+
+        Returns
+        -------
+        self
+        """
+        if not hasattr(self, "user_factors_"):
+            return self.fit(X, shape=shape, duplicates=duplicates)
+        if getattr(self, "user_map_", None) is not None:
+            raise TypeError("partial_fit takes indices; this model was fitted on raw ids.")
+        params = self._validated_params()
+        if params["k"] != self.user_factors_.shape[1]:
+            raise ValueError(
+                f"k changed since fit ({self.user_factors_.shape[1]} -> {params['k']})."
+            )
+        if shape is None:
+            coo = self._check_input(X, None, duplicates)
+            shape = (max(coo.shape[0], self.n_users_), max(coo.shape[1], self.n_items_))
+        coo = self._check_input(X, shape, duplicates)
+        m, n = coo.shape
+        if m < self.n_users_ or n < self.n_items_:
+            raise ValueError(
+                f"shape {coo.shape} is smaller than the fitted ({self.n_users_}, {self.n_items_})."
+            )
+        rng = check_random_state(params["random_state"])
+        std = np.float32(float(params["init_scale"]) / float(np.sqrt(params["k"])))
+
+        def grown(old, rows):
+            extra = rng.standard_normal((rows - old.shape[0], old.shape[1]), dtype=np.float32)
+            return np.ascontiguousarray(np.vstack([old, extra * std]), dtype=np.float32)
+
+        def grown_bias(old, size):
+            return np.concatenate([old, np.zeros(size - old.size, dtype=np.float32)])
+
+        warm = {
+            "global_mean": self.global_mean_,
+            "user_bias": grown_bias(self.user_bias_, m),
+            "item_bias": grown_bias(self.item_bias_, n),
+            "seen": (self.seen_indptr_, self.seen_items_),
+        }
+        self._fit_coo(
+            coo,
+            duplicates,
+            grown(self.user_factors_, m),
+            grown(self.item_factors_, n),
+            rng,
+            params,
+            warm=warm,
+        )
+        return self
+
     # ------------------------------------------------------------ persistence
     def save(self, path):
         """Save the fitted model to ``path`` as a versioned ``.npz`` file.
@@ -695,6 +843,21 @@ class MatrixFactorization:
                 [check_index(i, factors.shape[0], what) for i in ids.tolist()], dtype=np.int64
             )
         return top_similar(factors, ids, n, single)
+
+
+def _merge_seen(old, new, m, n):
+    """Union of two seen-items CSR indexes (the old one may have fewer users)."""
+    import scipy.sparse as sp
+
+    old_indptr, old_items = old
+    old_indptr = np.concatenate([old_indptr, np.full(m + 1 - old_indptr.size, old_indptr[-1])])
+    matrices = [
+        sp.csr_array((np.ones(items.size, dtype=np.int8), items, indptr), shape=(m, n))
+        for indptr, items in ((old_indptr, old_items), new)
+    ]
+    union = (matrices[0] + matrices[1]).tocsr()
+    union.sort_indices()
+    return union.indptr.astype(np.int64), union.indices.astype(np.int32)
 
 
 def _check_n(n):
