@@ -19,8 +19,7 @@ def converged(model_class, biases, binary=False):
         lr=0.02,
         l2=0.05,
         n_epochs=3000,
-        tol=1e-9,
-        n_iter_no_change=50,
+        tol=None,
         biases=biases,
         random_state=0,
     )
