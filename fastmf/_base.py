@@ -427,61 +427,74 @@ class MatrixFactorization:
                 return float(np.sqrt(np.mean((val[2] - scores.astype(np.float64)) ** 2)))
             return float(np.mean(np.logaddexp(0.0, -val[2] * scores.astype(np.float64))))
 
-        loss_curve, val_curve = [], []
-        epochs_without_improvement = 0
-        best = objective()
-        best_val, best_epoch, best_state = np.inf, None, None
-        for epoch in range(1, n_epochs + 1):
-            schedule = epoch_schedule(layout.grid, rng)
-            start = time.perf_counter()
-            sgd_epoch(loss, *arrays, schedule, *state, user_acc, item_acc, lr, l2)
-            seconds = time.perf_counter() - start
-            current = objective()
-            finite = all(np.isfinite(array).all() for array in state if array is not None)
-            if not (np.isfinite(current) and finite):
-                raise DivergenceError(
-                    f"{type(self).__name__} diverged in epoch {epoch}: the objective became "
-                    f"{current} (lr={params['lr']!r}). Use a smaller learning rate, e.g. "
-                    f"lr={params['lr'] / 10:g}, or a larger l2. The model was not changed."
-                )
-            loss_curve.append(current)
-            val_loss = None
-            if val is not None:
-                val_loss = validation_loss()
-                val_curve.append(val_loss)
-                if val_loss < best_val:
-                    best_val, best_epoch = val_loss, epoch
-                    best_state = [None if a is None else a.copy() for a in state]
-            # SGD makes the objective noisy near the optimum, so progress is
-            # measured against the best value so far, over several epochs.
-            decrease = (best - current) / abs(best) if best != 0 else 0.0
-            if params["verbose"]:
-                shown = "" if val_loss is None else f"  validation {val_loss:.6g}"
-                print(
-                    f"epoch {epoch:>4}/{n_epochs}  objective {current:.6g}{shown}  "
-                    f"rel. decrease {decrease:+.2e}  "
-                    f"{layout.nnz / max(seconds, 1e-9) / 1e6:.1f}M ratings/s",
-                    flush=True,
-                )
-            stop = False
-            if callback is not None:
-                info = {"epoch": epoch, "loss": current, "val_loss": val_loss, "seconds": seconds}
-                stop = callback(info) is False
-            if val is not None and epoch - best_epoch >= params["patience"]:
-                stop = True
-            if tol is not None and decrease < tol:
-                epochs_without_improvement += 1
-                stop = stop or epochs_without_improvement >= params["n_iter_no_change"]
-            else:
-                epochs_without_improvement = 0
-            best = min(best, current)
-            if stop:
-                break
-        if best_state is not None:
-            for array, saved in zip(state, best_state):
-                if array is not None:
-                    np.copyto(array, saved)
-        return loss_curve, val_curve, best_epoch, len(loss_curve) < n_epochs or stop
+        bar = _progress_bar(params["verbose"], n_epochs, type(self).__name__)
+        try:
+            loss_curve, val_curve = [], []
+            epochs_without_improvement = 0
+            best = objective()
+            best_val, best_epoch, best_state = np.inf, None, None
+            for epoch in range(1, n_epochs + 1):
+                schedule = epoch_schedule(layout.grid, rng)
+                start = time.perf_counter()
+                sgd_epoch(loss, *arrays, schedule, *state, user_acc, item_acc, lr, l2)
+                seconds = time.perf_counter() - start
+                current = objective()
+                finite = all(np.isfinite(array).all() for array in state if array is not None)
+                if not (np.isfinite(current) and finite):
+                    raise DivergenceError(
+                        f"{type(self).__name__} diverged in epoch {epoch}: the objective became "
+                        f"{current} (lr={params['lr']!r}). Use a smaller learning rate, e.g. "
+                        f"lr={params['lr'] / 10:g}, or a larger l2. The model was not changed."
+                    )
+                loss_curve.append(current)
+                val_loss = None
+                if val is not None:
+                    val_loss = validation_loss()
+                    val_curve.append(val_loss)
+                    if val_loss < best_val:
+                        best_val, best_epoch = val_loss, epoch
+                        best_state = [None if a is None else a.copy() for a in state]
+                # SGD makes the objective noisy near the optimum, so progress is
+                # measured against the best value so far, over several epochs.
+                decrease = (best - current) / abs(best) if best != 0 else 0.0
+                rate = layout.nnz / max(seconds, 1e-9) / 1e6
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(objective=f"{current:.5g}", val=val_loss, refresh=False)
+                elif params["verbose"]:
+                    shown = "" if val_loss is None else f"  validation {val_loss:.6g}"
+                    print(
+                        f"epoch {epoch:>4}/{n_epochs}  objective {current:.6g}{shown}  "
+                        f"rel. decrease {decrease:+.2e}  {rate:.1f}M ratings/s",
+                        flush=True,
+                    )
+                stop = False
+                if callback is not None:
+                    info = {
+                        "epoch": epoch,
+                        "loss": current,
+                        "val_loss": val_loss,
+                        "seconds": seconds,
+                    }
+                    stop = callback(info) is False
+                if val is not None and epoch - best_epoch >= params["patience"]:
+                    stop = True
+                if tol is not None and decrease < tol:
+                    epochs_without_improvement += 1
+                    stop = stop or epochs_without_improvement >= params["n_iter_no_change"]
+                else:
+                    epochs_without_improvement = 0
+                best = min(best, current)
+                if stop:
+                    break
+            if best_state is not None:
+                for array, saved in zip(state, best_state):
+                    if array is not None:
+                        np.copyto(array, saved)
+            return loss_curve, val_curve, best_epoch, len(loss_curve) < n_epochs or stop
+        finally:
+            if bar is not None:
+                bar.close()
 
     # ------------------------------------------------------------- prediction
     def _check_is_fitted(self):
@@ -843,6 +856,20 @@ class MatrixFactorization:
                 [check_index(i, factors.shape[0], what) for i in ids.tolist()], dtype=np.int64
             )
         return top_similar(factors, ids, n, single)
+
+
+def _progress_bar(verbose, n_epochs, name):
+    """Return a tqdm bar over epochs when ``verbose == 1`` and tqdm is installed, else None.
+
+    ``verbose >= 2`` (or no tqdm) prints one line per epoch instead; 0 is silent.
+    """
+    if verbose != 1:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=n_epochs, desc=name, unit="epoch")
 
 
 def _merge_seen(old, new, m, n):

@@ -75,7 +75,9 @@ class RealValueMF(MatrixFactorization):
         block's factor rows fit in a core's L2 cache; it never depends on the
         thread count. Changing it changes the visiting order, hence the result.
     verbose : int, default=0
-        Print one line per epoch when positive.
+        0 is silent (for embedding); 1 shows a tqdm progress bar when tqdm is
+        installed (the ``progress`` extra), else one line per epoch; 2 prints
+        one line per epoch (objective, validation loss, ratings/s).
 
     Attributes
     ----------
@@ -183,7 +185,9 @@ class BinaryMF(MatrixFactorization):
         block's factor rows fit in a core's L2 cache; it never depends on the
         thread count. Changing it changes the visiting order, hence the result.
     verbose : int, default=0
-        Print one line per epoch when positive.
+        0 is silent (for embedding); 1 shows a tqdm progress bar when tqdm is
+        installed (the ``progress`` extra), else one line per epoch; 2 prints
+        one line per epoch (objective, validation loss, ratings/s).
     labels : {"pm1", "01"}, default="pm1"
         How responses are encoded: ``"pm1"`` takes exactly -1 and +1 (in a
         dense matrix 0 marks a missing entry, as in the reference notebook);

@@ -201,11 +201,20 @@ class TestContract:
 
     def test_verbose_prints_one_line_per_epoch(self, model_class, small, capsys):
         rows, cols, values, shape = data_for(model_class)
-        small(model_class, verbose=1, n_epochs=3).fit((rows, cols, values), shape=shape)
+        small(model_class, verbose=2, n_epochs=3).fit((rows, cols, values), shape=shape)
         lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch")]
         assert len(lines) == 3 and "objective" in lines[0] and "ratings/s" in lines[0]
         small(model_class, n_epochs=3).fit((rows, cols, values), shape=shape)
-        assert capsys.readouterr().out == ""
+        captured = capsys.readouterr()
+        assert captured.out == "" and captured.err == ""  # silent by default
+
+    def test_verbose_1_shows_a_progress_bar(self, model_class, small, capsys):
+        pytest.importorskip("tqdm")
+        rows, cols, values, shape = data_for(model_class)
+        small(model_class, verbose=1, n_epochs=3).fit((rows, cols, values), shape=shape)
+        captured = capsys.readouterr()
+        assert "3/3" in captured.err and model_class.__name__ in captured.err
+        assert "epoch    1/3" not in captured.out
 
 
 def test_recovers_a_low_rank_matrix_to_the_noise_level():
