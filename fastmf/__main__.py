@@ -36,8 +36,8 @@ def demo(n_users=50_000, n_items=5_000, n_ratings=1_000_000, k=32, seed=0, out=N
     BinaryMF(k=2, n_epochs=1, tol=None, random_state=0).fit(np.diag([1, -1]))
     say(f"numba kernels ready in {time.perf_counter() - start:.1f} s (compiled once, then cached)")
 
-    say("\n== RealValueMF: squared loss on the star ratings")
-    model = RealValueMF(k=k, n_epochs=30, tol=None, random_state=seed, verbose=1)
+    say("\n== RealValueMF: squared loss on the star ratings, with mean and user/item biases")
+    model = RealValueMF(k=k, biases=True, n_epochs=100, tol=None, random_state=seed, verbose=1)
     start = time.perf_counter()
     model.fit(train, shape=data.shape)
     seconds = time.perf_counter() - start

