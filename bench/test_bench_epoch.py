@@ -94,6 +94,8 @@ def test_objective_pass(benchmark, synthetic):
         layout.block_offsets,
         P,
         Q,
+        None,  # no biases
+        None,
         np.zeros(64),
     )
     _kernels.objective_serial(*args)
