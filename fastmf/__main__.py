@@ -32,7 +32,7 @@ def demo(n_users=50_000, n_items=5_000, n_ratings=1_000_000, k=32, seed=0, out=N
     )
 
     start = time.perf_counter()
-    RealValueMF(k=2, n_epochs=1, tol=None, random_state=0).fit(np.eye(2))
+    RealValueMF(k=2, biases=True, n_epochs=1, tol=None, random_state=0).fit(np.eye(2))
     BinaryMF(k=2, n_epochs=1, tol=None, random_state=0).fit(np.diag([1, -1]))
     say(f"numba kernels ready in {time.perf_counter() - start:.1f} s (compiled once, then cached)")
 
