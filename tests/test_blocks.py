@@ -261,3 +261,46 @@ def test_grid_depends_on_data_and_rank_only():
     for m, n, nnz, k in [(10, 10, 50, 4), (1000, 500, 100_000, 16), (10**6, 10**5, 10**8, 64)]:
         grid = _blocks.choose_grid(m, n, nnz, k)
         assert grid == 1 or nnz / grid**2 >= _blocks.MIN_RATINGS_PER_BLOCK
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    m=st.integers(1, 12),
+    n=st.integers(1, 12),
+    density=st.floats(0.05, 1.0),
+    grid=st.integers(1, 6),
+    k=st.integers(1, 9),
+    biases=st.booleans(),
+    adagrad=st.booleans(),
+    seed=st.integers(0, 1000),
+)
+def test_any_small_problem_fits_identically_on_one_and_two_threads(
+    m, n, density, grid, k, biases, adagrad, seed
+):
+    # Edge shapes (a single user or item, more stripes than rows, empty blocks)
+    # must train without touching memory outside the arrays (CI runs this with
+    # NUMBA_BOUNDSCHECK=1) and give the same bits serially and in parallel.
+    rng = np.random.default_rng(seed)
+    mask = rng.random((m, n)) < density
+    mask[rng.integers(m), rng.integers(n)] = True
+    rows, cols = np.nonzero(mask)
+    values = rng.integers(1, 6, rows.size).astype(np.float32)
+    fits = []
+    for threads in (1, 2):
+        model = RealValueMF(
+            k=k,
+            n_epochs=3,
+            tol=None,
+            random_state=seed,
+            grid=grid,
+            n_threads=threads,
+            biases=biases,
+            learning_rate="adagrad" if adagrad else "constant",
+        )
+        fits.append(model.fit((rows, cols, values), shape=(m, n)))
+    for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_", "loss_curve_"):
+        np.testing.assert_array_equal(getattr(fits[0], name), getattr(fits[1], name))
+    assert np.isfinite(fits[0].user_factors_).all()
+    ids, _ = fits[0].recommend(0, n=3)
+    seen = set(cols[rows == 0].tolist())
+    assert not set(ids[ids >= 0].tolist()) & seen
