@@ -5,7 +5,7 @@ thin scikit-learn-style classes handle input, initialization, convergence,
 prediction and similarity.
 """
 
-from . import datasets, exceptions, ids, metrics, model_selection
+from . import datasets, exceptions, ids, io, metrics, model_selection
 from ._base import MatrixFactorization
 from ._models import BinaryMF, RealValueMF, mf
 from ._persistence import load
@@ -29,6 +29,7 @@ __all__ = [
     "datasets",
     "exceptions",
     "ids",
+    "io",
     "load",
     "metrics",
     "mf",

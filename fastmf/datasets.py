@@ -5,7 +5,7 @@ from numbers import Integral
 
 import numpy as np
 
-__all__ = ["Ratings", "make_synthetic"]
+__all__ = ["Ratings", "load_movielens", "make_synthetic"]
 
 Ratings = namedtuple("Ratings", ["rows", "cols", "values", "shape"])
 Ratings.__doc__ = """COO ratings: ``fit((r.rows, r.cols, r.values), shape=r.shape)``.
@@ -115,3 +115,54 @@ def _popularity(n, skew, rng):
 def _draw(cumulative, size, rng):
     ids = np.searchsorted(cumulative, rng.random(size) * cumulative[-1], side="right")
     return np.minimum(ids, cumulative.shape[0] - 1).astype(np.int64)
+
+
+def load_movielens(path):
+    """Load MovieLens ratings from a file or an unzipped folder, detecting the variant.
+
+    Handles 100K (``u.data``: tab-separated, no header), 1M and 10M
+    (``ratings.dat``: ``::``-separated) and 20M/25M/32M/latest (``ratings.csv``
+    with a header). Ratings are not shipped with fastmf; download them from
+    GroupLens.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The ratings file, or the folder that holds one of those files.
+
+    Returns
+    -------
+    data : fastmf.Dataset
+        Ratings keyed by the raw MovieLens ids (``data.user_map`` maps them).
+    timestamps : ndarray of int64, shape (n_ratings,)
+        Seconds since 1970, aligned with ``data.rows``.
+    """
+    import os
+
+    from .ids import Dataset
+    from .io import read_ratings
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        for name in ("u.data", "ratings.dat", "ratings.csv"):
+            if os.path.exists(os.path.join(path, name)):
+                path = os.path.join(path, name)
+                break
+        else:
+            raise ValueError(
+                f"{path}: no MovieLens ratings file (u.data, ratings.dat or ratings.csv) here."
+            )
+    name = os.path.basename(path)
+    if name.endswith(".csv"):
+        raw = read_ratings(
+            path,
+            sep=",",
+            header=True,
+            columns=("userId", "movieId", "rating"),
+            timestamp="timestamp",
+        )
+    elif name.endswith(".dat"):
+        raw = read_ratings(path, sep="::", header=False, timestamp=3)
+    else:
+        raw = read_ratings(path, sep="\t", header=False, timestamp=3)
+    return Dataset(raw.users, raw.items, raw.values), raw.timestamps

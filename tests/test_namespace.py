@@ -20,6 +20,7 @@ def test_public_namespace_is_pinned():
         "datasets",
         "exceptions",
         "ids",
+        "io",
         "load",
         "metrics",
         "mf",

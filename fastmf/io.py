@@ -1,0 +1,250 @@
+"""Reading and writing rating files: delimited text (CSV/TSV/LIBMF), Matrix Market.
+
+Files are parsed by numpy's C reader (``np.loadtxt``), one column at a time,
+so no Python object is built per row. When that fast path meets a bad line,
+a line-by-line pass finds it, so the error names the file, the line and what
+was wrong — or, with ``skip_bad_lines=True``, skips such lines and reports
+how many.
+"""
+
+import os
+import warnings
+from collections import namedtuple
+
+import numpy as np
+
+__all__ = [
+    "RawRatings",
+    "read_matrix_market",
+    "read_ratings",
+    "write_matrix_market",
+    "write_ratings",
+]
+
+RawRatings = namedtuple("RawRatings", ["users", "items", "values", "timestamps"])
+RawRatings.__doc__ = """Ratings with raw ids: ``fit(fastmf.Dataset(r.users, r.items, r.values))``.
+
+``users`` and ``items`` are int64 when every id is an integer, else str;
+``values`` float64; ``timestamps`` int64 or None.
+"""
+
+_SEPARATORS = ("::", "\t", ",", ";", "|")
+
+
+class _BadLine(ValueError):
+    pass
+
+
+def _detect_separator(line):
+    for sep in _SEPARATORS:
+        if sep in line:
+            return sep
+    return None  # runs of whitespace (LIBMF's "user item value")
+
+
+def _split(line, sep):
+    return line.split() if sep is None else line.split(sep)
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def read_ratings(
+    path, *, sep="infer", columns=(0, 1, 2), timestamp=None, header="infer", skip_bad_lines=False
+):
+    """Read (user, item, value) rows from a delimited text file.
+
+    Parameters
+    ----------
+    path : str or path-like
+    sep : str, None or "infer", default="infer"
+        Field separator; ``None`` means runs of whitespace (LIBMF's text
+        format); "infer" picks the first of ``::``, tab, ``,``, ``;``, ``|``
+        found in the first line, else whitespace.
+    columns : three ints or three str, default=(0, 1, 2)
+        Positions (0-based) or header names of the user, item and value columns.
+    timestamp : int or str, optional
+        Position or name of a timestamp column to read too.
+    header : bool or "infer", default="infer"
+        Whether the first line holds column names; "infer" says yes when its
+        value field is not a number.
+    skip_bad_lines : bool, default=False
+        Skip lines with missing fields, a non-numeric or non-finite value
+        (reported in a warning with their count) instead of raising.
+
+    Returns
+    -------
+    RawRatings
+
+    Raises
+    ------
+    ValueError
+        Naming the file, the line and the problem: a missing column, a
+        non-numeric value, NaN or infinity, an unknown column name, no rows.
+    """
+    path = os.fspath(path)
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline().rstrip("\r\n")
+    if not first.strip():
+        raise ValueError(f"{path}: the file is empty.")
+    if sep == "infer":
+        sep = _detect_separator(first)
+    names = [field.strip() for field in _split(first, sep)]
+    wanted = list(columns) + ([timestamp] if timestamp is not None else [])
+    if len(columns) != 3:
+        raise ValueError("columns must name three columns: user, item, value.")
+    if header == "infer":
+        value_field = wanted[2]
+        header = isinstance(value_field, str) or (
+            value_field < len(names) and not _is_number(names[value_field])
+        )
+    positions = []
+    for column in wanted:
+        if isinstance(column, str):
+            if not header:
+                raise ValueError(
+                    f"{path}: column {column!r} given by name, but there is no header."
+                )
+            if column not in names:
+                raise ValueError(f"{path}: no column named {column!r}; the header has {names}.")
+            positions.append(names.index(column))
+        else:
+            positions.append(int(column))
+    skip = 1 if header else 0
+    try:
+        fields = _read_fast(path, sep, positions, skip)
+    except ValueError:
+        fields, skipped = _read_slow(path, sep, positions, skip, skip_bad_lines)
+        if skipped:
+            warnings.warn(f"{path}: skipped {skipped} bad line(s).", stacklevel=2)
+    users, items, values = fields[:3]
+    if values.size == 0:
+        raise ValueError(f"{path}: no rating rows found.")
+    return RawRatings(users, items, values, fields[3] if timestamp is not None else None)
+
+
+def _loadtxt(path, sep, column, skip, dtype):
+    delimiter = ":" if sep == "::" else sep
+    if sep == "::":  # "a::b" splits on ":" into a, "", b: the fields sit at even positions
+        column *= 2
+    return np.loadtxt(
+        path,
+        delimiter=delimiter,
+        usecols=(column,),
+        skiprows=skip,
+        dtype=dtype,
+        comments=None,
+        ndmin=1,
+        encoding="utf-8",
+    )
+
+
+def _read_ids(path, sep, column, skip):
+    try:
+        return _loadtxt(path, sep, column, skip, np.int64)
+    except ValueError:
+        return np.char.strip(_loadtxt(path, sep, column, skip, str))
+
+
+def _read_fast(path, sep, positions, skip):
+    users = _read_ids(path, sep, positions[0], skip)
+    items = _read_ids(path, sep, positions[1], skip)
+    values = _loadtxt(path, sep, positions[2], skip, np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError("non-finite value")  # located by the slow pass
+    out = [users, items, values]
+    if len(positions) > 3:
+        out.append(_loadtxt(path, sep, positions[3], skip, np.int64))
+    return out
+
+
+def _read_slow(path, sep, positions, skip, skip_bad_lines):
+    """Parse line by line (only after the fast path failed): find or skip bad lines."""
+    rows, skipped = [], 0
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if number <= skip or not line.strip():
+                continue
+            try:
+                rows.append(_parse_line(line.rstrip("\r\n"), sep, positions))
+            except _BadLine as error:
+                if not skip_bad_lines:
+                    raise ValueError(f"{path}, line {number}: {error}") from None
+                skipped += 1
+    if not rows:
+        raise ValueError(f"{path}: no valid rating rows ({skipped} bad line(s) skipped).")
+    columns = list(zip(*rows))
+    out = [_ids_array(columns[0]), _ids_array(columns[1]), np.array(columns[2], dtype=float)]
+    if len(positions) > 3:
+        out.append(np.array(columns[3], dtype=np.int64))
+    return out, skipped
+
+
+def _parse_line(line, sep, positions):
+    parts = _split(line, sep)
+    if max(positions) >= len(parts):
+        raise _BadLine(
+            f"expected at least {max(positions) + 1} fields, found {len(parts)}: {line!r}"
+        )
+    value_text = parts[positions[2]].strip()
+    try:
+        value = float(value_text)
+    except ValueError:
+        raise _BadLine(f"the value {value_text!r} is not a number") from None
+    if not np.isfinite(value):
+        raise _BadLine(f"the value is {value_text} (NaN and infinity are not ratings)")
+    out = [parts[positions[0]].strip(), parts[positions[1]].strip(), value]
+    if len(positions) > 3:
+        stamp = parts[positions[3]].strip()
+        if not stamp.lstrip("-").isdigit():
+            raise _BadLine(f"the timestamp {stamp!r} is not an integer")
+        out.append(int(stamp))
+    return out
+
+
+def _ids_array(ids):
+    try:
+        return np.array([int(x) for x in ids], dtype=np.int64)
+    except ValueError:
+        return np.array(ids, dtype=str)
+
+
+def write_ratings(path, users, items, values, *, sep=",", header=("user", "item", "rating")):
+    """Write ratings as delimited text; ``sep=" ", header=None`` writes LIBMF's text format.
+
+    Parameters
+    ----------
+    path : str or path-like
+    users, items : array_like of int or str
+    values : array_like of float
+    sep : str, default=","
+    header : tuple of three str or None, default=("user", "item", "rating")
+    """
+    users, items, values = np.asarray(users), np.asarray(items), np.asarray(values)
+    if not users.size == items.size == values.size:
+        raise ValueError("users, items and values must have the same length.")
+    with open(path, "w", encoding="utf-8") as handle:
+        if header:
+            handle.write(sep.join(header) + "\n")
+        for user, item, value in zip(users.tolist(), items.tolist(), values.tolist()):
+            handle.write(f"{user}{sep}{item}{sep}{value:g}\n")
+
+
+def read_matrix_market(path):
+    """Read a Matrix Market file as a scipy.sparse COO array (explicit entries = observations)."""
+    import scipy.io
+    import scipy.sparse as sp
+
+    return sp.coo_array(scipy.io.mmread(path))
+
+
+def write_matrix_market(path, matrix):
+    """Write a sparse matrix (or dense array) to a Matrix Market file."""
+    import scipy.io
+
+    scipy.io.mmwrite(path, matrix)
