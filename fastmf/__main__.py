@@ -81,24 +81,43 @@ def demo(n_users=50_000, n_items=5_000, n_ratings=1_000_000, k=32, seed=0, out=N
 
 
 def main(argv=None):
-    """Entry point of ``python -m fastmf`` and the ``fastmf`` command."""
+    """Entry point of ``python -m fastmf`` and the ``fastmf`` command.
+
+    Exit status: 0 on success, 2 on a usage error (argparse), 1 on any other
+    error, reported in one line (with the traceback under ``--debug``).
+    """
+    from . import _cli
+
+    formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="fastmf", description="Fast matrix factorization.")
     parser.add_argument("--version", action="version", version=f"fastmf {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(dest="command", required=True)
     demo_parser = commands.add_parser(
         "demo",
         help="train both models on generated ratings and print what they learned",
         description="Generate a seeded synthetic rating set, hold out 10%%, fit RealValueMF "
         "and BinaryMF, and print held-out metrics, throughput and similar items.",
+        epilog="example:\n  fastmf demo --ratings 200000",
+        formatter_class=formatter,
     )
     demo_parser.add_argument("--ratings", type=int, default=1_000_000, help="number of ratings")
     demo_parser.add_argument("--users", type=int, default=50_000)
     demo_parser.add_argument("--items", type=int, default=5_000)
     demo_parser.add_argument("-k", type=int, default=32, help="number of latent factors")
     demo_parser.add_argument("--seed", type=int, default=0)
+    _cli.add_commands(commands, formatter)
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        demo(args.users, args.items, args.ratings, args.k, args.seed)
+    try:
+        if args.command == "demo":
+            demo(args.users, args.items, args.ratings, args.k, args.seed)
+        else:
+            _cli.run(args)
+    except Exception as error:  # one line for users; the traceback with --debug
+        if args.debug:
+            raise
+        print(f"fastmf {args.command}: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

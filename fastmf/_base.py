@@ -545,8 +545,13 @@ class MatrixFactorization(RecommenderMixin):
         shape = (self.n_users_, self.n_items_)
         if getattr(self, "user_map_", None) is not None:
             policy = "raise" if unknown == "raise" else "missing"
-            rows = self.user_map_.to_index(rows, unknown=policy)
-            cols = self.item_map_.to_index(cols, unknown=policy)
+            try:
+                rows = self.user_map_.to_index(rows, unknown=policy)
+                cols = self.item_map_.to_index(cols, unknown=policy)
+            except ValueError as error:
+                raise ValueError(
+                    f"{error} Pass unknown='nan' or unknown='mean' to score them anyway."
+                ) from None
             rows, cols = np.broadcast_arrays(rows, cols)
             out_shape = rows.shape
             flat_rows, flat_cols = rows.ravel(), cols.ravel()

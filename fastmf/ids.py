@@ -84,8 +84,7 @@ class IdMap:
             if unknown == "raise":
                 missing = flat[~found][:3].tolist()
                 raise ValueError(
-                    f"{int((~found).sum())} id(s) not seen in training, e.g. {missing}; pass "
-                    "unknown='nan' or unknown='mean' to predict them anyway."
+                    f"{int((~found).sum())} id(s) not seen in training, e.g. {missing}."
                 )
             position[~found] = -1
         return position.astype(np.int64).reshape(raw.shape)

@@ -1,0 +1,324 @@
+"""The ``fastmf`` subcommands other than ``demo``: fit, predict, recommend, similar, evaluate.
+
+Each reads files, calls the public API, and writes CSV or JSON lines.
+"""
+
+import json
+import sys
+
+import numpy as np
+
+from . import BinaryMF, Dataset, RealValueMF, load
+from .io import read_ratings
+from .metrics import log_loss, mae, ndcg_at_k, precision_at_k, recall_at_k, rmse, roc_auc
+from .model_selection import train_test_split
+
+EXAMPLES = {
+    "fit": "example:\n  fastmf fit ratings.csv --loss squared -k 32 --epochs 50 --val 0.1 "
+    "--save model.npz",
+    "predict": "example:\n  fastmf predict model.npz pairs.csv --unknown mean > scores.csv",
+    "recommend": "example:\n  fastmf recommend model.npz --users 196 186 -n 10 > recs.csv",
+    "similar": "example:\n  fastmf similar model.npz --items 242 302 -n 10",
+    "evaluate": "example:\n  fastmf evaluate model.npz test.csv -k 10",
+}
+
+
+def add_commands(commands, formatter):
+    """Register the subcommands on an argparse subparsers object."""
+    fit = commands.add_parser(
+        "fit",
+        help="train a model on a ratings file",
+        epilog=EXAMPLES["fit"],
+        formatter_class=formatter,
+    )
+    _add_data_options(fit)
+    fit.add_argument("--loss", choices=("squared", "logistic"), default="squared")
+    fit.add_argument("-k", type=int, default=32, help="number of latent factors")
+    fit.add_argument("--epochs", type=int, default=100, help="maximum epochs")
+    fit.add_argument("--lr", type=float, help="learning rate (model default if omitted)")
+    fit.add_argument("--l2", type=float, help="L2 weight (model default if omitted)")
+    fit.add_argument("--adagrad", action="store_true", help="AdaGrad learning rate")
+    fit.add_argument("--biases", action="store_true", help="learn user and item biases")
+    fit.add_argument(
+        "--threshold", type=float, help="logistic loss: ratings >= threshold are +1, others -1"
+    )
+    fit.add_argument(
+        "--val", type=float, default=0.0, help="fraction held out for validation and early stopping"
+    )
+    fit.add_argument("--threads", type=int, default=0, help="0 = all cores")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--save", required=True, help="where to write the model (.npz)")
+    fit.add_argument("--plot", help="write the training curves to this PNG (needs matplotlib)")
+    fit.add_argument("--quiet", action="store_true", help="no per-epoch progress")
+
+    predict = commands.add_parser(
+        "predict",
+        help="score (user, item) pairs",
+        epilog=EXAMPLES["predict"],
+        formatter_class=formatter,
+    )
+    predict.add_argument("model")
+    predict.add_argument("pairs", help="file with user and item columns")
+    predict.add_argument("--sep", default="infer")
+    predict.add_argument("--unknown", choices=("raise", "nan", "mean"), default="raise")
+    _add_format(predict)
+
+    recommend = commands.add_parser(
+        "recommend",
+        help="top-n items for users",
+        epilog=EXAMPLES["recommend"],
+        formatter_class=formatter,
+    )
+    recommend.add_argument("model")
+    recommend.add_argument("--users", nargs="+", required=True, help="raw user ids")
+    recommend.add_argument("-n", type=int, default=10)
+    recommend.add_argument(
+        "--include-seen",
+        action="store_true",
+        help="also recommend items the user rated in training",
+    )
+    _add_format(recommend)
+
+    similar = commands.add_parser(
+        "similar",
+        help="most similar items (or users)",
+        epilog=EXAMPLES["similar"],
+        formatter_class=formatter,
+    )
+    similar.add_argument("model")
+    group = similar.add_mutually_exclusive_group(required=True)
+    group.add_argument("--items", nargs="+", help="raw item ids")
+    group.add_argument("--users", nargs="+", help="raw user ids")
+    similar.add_argument("-n", type=int, default=10)
+    _add_format(similar)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="metrics on a held-out ratings file",
+        epilog=EXAMPLES["evaluate"],
+        formatter_class=formatter,
+    )
+    evaluate.add_argument("model")
+    _add_data_options(evaluate)
+    evaluate.add_argument("-k", type=int, default=10, help="cut-off of the ranking metrics")
+    evaluate.add_argument(
+        "--threshold", type=float, help="relevant / positive when the value >= threshold"
+    )
+    _add_format(evaluate)
+
+
+def _add_data_options(parser):
+    parser.add_argument("data", help="ratings file: user, item, value columns")
+    parser.add_argument("--sep", default="infer", help="field separator (default: detect)")
+    parser.add_argument(
+        "--columns",
+        nargs=3,
+        metavar=("USER", "ITEM", "VALUE"),
+        help="column positions (0-based) or header names",
+    )
+    parser.add_argument("--skip-bad-lines", action="store_true")
+
+
+def _add_format(parser):
+    parser.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+
+
+def _columns(args):
+    if args.columns is None:
+        return (0, 1, 2)
+    return tuple(int(c) if c.isdigit() else c for c in args.columns)
+
+
+def _read(args):
+    return read_ratings(
+        args.data, sep=args.sep, columns=_columns(args), skip_bad_lines=args.skip_bad_lines
+    )
+
+
+def _emit(rows, header, fmt, out):
+    if fmt == "jsonl":
+        for row in rows:
+            out.write(json.dumps(dict(zip(header, row)), default=_plain) + "\n")
+    else:
+        out.write(",".join(header) + "\n")
+        for row in rows:
+            cells = (_plain(v) for v in row)
+            out.write(",".join("" if v is None else str(v) for v in cells) + "\n")
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _raw_ids(id_map, given):
+    """Command-line ids are strings; match the map's type (int ids parse as int)."""
+    if id_map.ids_.dtype.kind in "iu":
+        try:
+            return np.array([int(x) for x in given], dtype=np.int64)
+        except ValueError:
+            raise ValueError(f"this model's ids are integers; got {given}") from None
+    return np.array(given, dtype=str)
+
+
+def run_fit(args, out):
+    raw = _read(args)
+    values = raw.values
+    model_class = RealValueMF if args.loss == "squared" else BinaryMF
+    if args.loss == "logistic" and args.threshold is not None:
+        values = np.where(values >= args.threshold, 1.0, -1.0)
+    params = dict(
+        k=args.k,
+        n_epochs=args.epochs,
+        random_state=args.seed,
+        biases=args.biases,
+        n_threads=args.threads,
+        verbose=0 if args.quiet else 1,
+    )
+    if args.lr is not None:
+        params["lr"] = args.lr
+    if args.l2 is not None:
+        params["l2"] = args.l2
+    if args.adagrad:
+        params["learning_rate"] = "adagrad"
+    model = model_class(**params)
+    data = Dataset(raw.users, raw.items, values)
+    X_val = None
+    train = data
+    if args.val:
+        train_part, val_part = train_test_split(
+            data.triplets, test_size=args.val, shape=data.shape, random_state=args.seed
+        )
+        train = Dataset(
+            data.user_map.to_raw(train_part[0]),
+            data.item_map.to_raw(train_part[1]),
+            train_part[2],
+            user_map=data.user_map,
+            item_map=data.item_map,
+        )
+        X_val = val_part
+    model.fit(train, X_val=X_val)
+    model.save(args.save)
+    summary = {"epochs": model.n_iter_, "objective": float(model.loss_curve_[-1])}
+    if X_val is not None:
+        summary["best_epoch"] = model.best_epoch_
+        summary["val_rmse" if args.loss == "squared" else "val_log_loss"] = float(
+            model.val_curve_.min()
+        )
+    if args.plot:
+        _plot(model, args.plot)
+    out.write(
+        " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items())
+        + f" saved={args.save}\n"
+    )
+
+
+def _plot(model, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib: pip install matplotlib") from None
+    figure, axis = plt.subplots(figsize=(6, 4))
+    epochs = np.arange(1, model.n_iter_ + 1)
+    axis.plot(epochs, model.loss_curve_, label="training objective")
+    if model.val_curve_ is not None:
+        axis.plot(epochs, model.val_curve_, label="validation loss")
+    axis.set_xlabel("epoch")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+
+
+def run_predict(args, out):
+    model = load(args.model)
+    raw = read_ratings(args.pairs, sep=args.sep, columns=(0, 1, 1), header="infer")
+    users = raw.users if model.user_map_ is None else raw.users
+    scores = (
+        model.predict(users, raw.items, unknown=args.unknown)
+        if isinstance(model, RealValueMF)
+        else model.predict_proba(users, raw.items, unknown=args.unknown)
+    )
+    _emit(
+        zip(raw.users.tolist(), raw.items.tolist(), scores.tolist()),
+        ("user", "item", "score"),
+        args.format,
+        out,
+    )
+
+
+def run_recommend(args, out):
+    model = load(args.model)
+    users = _raw_ids(model.user_map_, args.users)
+    indices = model.user_map_.to_index(users)
+    ids, scores = model.recommend(indices, n=args.n, exclude_seen=not args.include_seen)
+    rows = []
+    for user, user_ids, user_scores in zip(users.tolist(), ids, scores):
+        for rank, (item, score) in enumerate(zip(user_ids, user_scores), start=1):
+            if item >= 0:
+                rows.append((user, rank, model.item_map_.to_raw(item).item(), score))
+    _emit(rows, ("user", "rank", "item", "score"), args.format, out)
+
+
+def run_similar(args, out):
+    model = load(args.model)
+    if args.items is not None:
+        id_map, given, method, what = model.item_map_, args.items, model.similar_items, "item"
+    else:
+        id_map, given, method, what = model.user_map_, args.users, model.similar_users, "user"
+    query = _raw_ids(id_map, given)
+    ids, scores = method(id_map.to_index(query), n=args.n)
+    rows = [
+        (q, rank, id_map.to_raw(j).item(), s)
+        for q, row_ids, row_scores in zip(query.tolist(), ids, scores)
+        for rank, (j, s) in enumerate(zip(row_ids, row_scores), start=1)
+    ]
+    _emit(rows, (what, "rank", "similar", "score"), args.format, out)
+
+
+def run_evaluate(args, out):
+    model = load(args.model)
+    raw = _read(args)
+    rows = model.user_map_.to_index(raw.users, unknown="missing")
+    cols = model.item_map_.to_index(raw.items, unknown="missing")
+    known = (rows >= 0) & (cols >= 0)
+    if not known.any():
+        raise ValueError(f"{args.data}: no rating has a user and an item seen in training.")
+    test = (rows[known], cols[known], raw.values[known])
+    results = {"ratings": int(known.sum()), "skipped_unknown": int((~known).sum())}
+    scores = model.decision_function(raw.users[known], raw.items[known])  # raw ids
+    if isinstance(model, RealValueMF):
+        results.update(rmse=rmse(test[2], scores), mae=mae(test[2], scores))
+        relevant = args.threshold
+    else:
+        labels = test[2] if args.threshold is None else np.where(test[2] >= args.threshold, 1, -1)
+        proba = 1.0 / (1.0 + np.exp(-scores.astype(np.float64)))
+        results.update(log_loss=log_loss(labels, proba), auc=roc_auc(labels, scores))
+        test = (test[0], test[1], labels)
+        relevant = 1
+    for name, metric in (
+        ("precision", precision_at_k),
+        ("recall", recall_at_k),
+        ("ndcg", ndcg_at_k),
+    ):
+        results[f"{name}@{args.k}"] = metric(model, test, k=args.k, threshold=relevant)
+    _emit([tuple(results.values())], tuple(results), args.format, out)
+
+
+RUNNERS = {
+    "fit": run_fit,
+    "predict": run_predict,
+    "recommend": run_recommend,
+    "similar": run_similar,
+    "evaluate": run_evaluate,
+}
+
+
+def run(args):
+    """Run a parsed subcommand, writing its output to stdout."""
+    RUNNERS[args.command](args, sys.stdout)
