@@ -5,7 +5,7 @@ from numbers import Integral
 
 import numpy as np
 
-__all__ = ["Ratings", "load_movielens", "make_synthetic"]
+__all__ = ["Ratings", "data_home", "fetch_movielens", "load_movielens", "make_synthetic"]
 
 Ratings = namedtuple("Ratings", ["rows", "cols", "values", "shape"])
 Ratings.__doc__ = """COO ratings: ``fit((r.rows, r.cols, r.values), shape=r.shape)``.
@@ -166,3 +166,114 @@ def load_movielens(path):
     else:
         raw = read_ratings(path, sep="\t", header=False, timestamp=3)
     return Dataset(raw.users, raw.items, raw.values), raw.timestamps
+
+
+# GroupLens archives and their published MD5 checksums (the ``.zip.md5`` files
+# beside each archive). "latest-small" changes over time, so it has none.
+MOVIELENS_ARCHIVES = {
+    "100k": ("ml-100k.zip", "0e33842e24a9c977be4e0107933c0723"),
+    "1m": ("ml-1m.zip", "c4d9eecfca2ab87c1945afe126590906"),
+    "10m": ("ml-10m.zip", "ce571fd55effeba0271552578f2648bd"),
+    "20m": ("ml-20m.zip", "cd245b17a1ae2cc31bb14903e1204af3"),
+    "25m": ("ml-25m.zip", "6b51fb2759a8657d3bfcbfc42b592ada"),
+    "latest-small": ("ml-latest-small.zip", None),
+}
+MOVIELENS_URL = "https://files.grouplens.org/datasets/movielens/"
+_RATINGS_FILES = ("u.data", "ratings.dat", "ratings.csv")
+
+
+def data_home(path=None):
+    """Return the dataset cache folder: ``path``, else ``$FASTMF_DATA``, else ``~/fastmf_data``."""
+    import os
+
+    folder = path or os.environ.get("FASTMF_DATA") or os.path.join("~", "fastmf_data")
+    return os.path.abspath(os.path.expanduser(os.fspath(folder)))
+
+
+def fetch_movielens(
+    variant="100k", data_home_path=None, *, base_url=MOVIELENS_URL, md5="known", timeout=60
+):
+    """Download a MovieLens archive once, verify it, cache it, and load its ratings.
+
+    With a verified archive already in the cache folder nothing is downloaded
+    (this works offline). A download is written to a temporary file and only
+    moved into the cache once its MD5 matches, so a failed or corrupted
+    download leaves nothing behind.
+
+    Parameters
+    ----------
+    variant : {"100k", "1m", "10m", "20m", "25m", "latest-small"}, default="100k"
+    data_home_path : str or path-like, optional
+        Cache folder; defaults to ``$FASTMF_DATA`` or ``~/fastmf_data``.
+    base_url : str
+        Where the archives are served (GroupLens by default).
+    md5 : str, None or "known", default="known"
+        Expected MD5 of the archive: the published one, an explicit value, or
+        None to skip the check.
+    timeout : float, default=60
+        Seconds to wait for the server.
+
+    Returns
+    -------
+    data : fastmf.Dataset
+    timestamps : ndarray of int64
+        As :func:`load_movielens`.
+
+    Raises
+    ------
+    ValueError
+        Unknown variant, or a checksum mismatch (nothing is cached then).
+    OSError
+        The server could not be reached and no cached copy exists.
+    """
+    import hashlib
+    import os
+    import tempfile
+    import urllib.request
+    import zipfile
+
+    if variant not in MOVIELENS_ARCHIVES:
+        raise ValueError(f"variant must be one of {sorted(MOVIELENS_ARCHIVES)}, got {variant!r}.")
+    archive_name, known_md5 = MOVIELENS_ARCHIVES[variant]
+    expected = known_md5 if md5 == "known" else md5
+    folder = data_home(data_home_path)
+    os.makedirs(folder, exist_ok=True)
+    archive = os.path.join(folder, archive_name)
+
+    def digest(path):
+        h = hashlib.md5()
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                h.update(chunk)
+        return h.hexdigest()
+
+    if not os.path.exists(archive) or (expected and digest(archive) != expected):
+        url = base_url.rstrip("/") + "/" + archive_name
+        handle, partial = tempfile.mkstemp(prefix=archive_name, suffix=".part", dir=folder)
+        try:
+            with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as r:
+                for chunk in iter(lambda: r.read(1 << 20), b""):
+                    out.write(chunk)
+            got = digest(partial)
+            if expected and got != expected:
+                raise ValueError(
+                    f"{url}: checksum mismatch (MD5 {got}, expected {expected}); the download "
+                    "is corrupted or the file changed upstream. Nothing was cached; try again."
+                )
+            os.replace(partial, archive)
+        finally:
+            if os.path.exists(partial):
+                os.remove(partial)
+
+    extracted = os.path.join(folder, archive_name[: -len(".zip")])
+    if not any(os.path.exists(os.path.join(extracted, name)) for name in _RATINGS_FILES):
+        with zipfile.ZipFile(archive) as bundle:
+            members = [m for m in bundle.namelist() if os.path.basename(m) in _RATINGS_FILES]
+            if not members:
+                raise ValueError(f"{archive}: no ratings file inside the archive.")
+            os.makedirs(extracted, exist_ok=True)
+            target = os.path.join(extracted, os.path.basename(members[0]))
+            with bundle.open(members[0]) as source, open(target + ".part", "wb") as out:
+                out.write(source.read())
+            os.replace(target + ".part", target)
+    return load_movielens(extracted)
