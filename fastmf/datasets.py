@@ -27,6 +27,7 @@ def make_synthetic(
     skew=0.8,
     noise=0.5,
     stars=True,
+    binary=False,
     random_state=0,
 ):
     """Generate a seeded synthetic rating set with power-law popularity.
@@ -52,6 +53,9 @@ def make_synthetic(
         Standard deviation of the Gaussian noise (before rounding).
     stars : bool, default=True
         Round to integer stars 1..5; otherwise keep real values.
+    binary : bool, default=False
+        Return +1 for ratings of 4 stars or more and -1 otherwise (implicit
+        "liked" responses for :class:`fastmf.BinaryMF`).
     random_state : int, default=0
 
     Returns
@@ -96,8 +100,10 @@ def make_synthetic(
     signal = np.einsum("ij,ij->i", user_latent[rows], item_latent[cols])
     values = 3.5 + user_bias[rows] + item_bias[cols] + signal
     values += noise * rng.standard_normal(n_ratings)
-    if stars:
+    if stars or binary:
         values = np.clip(np.rint(values), 1, 5)
+    if binary:
+        values = np.where(values >= 4, 1.0, -1.0)
     return Ratings(
         rows.astype(np.int32),
         cols.astype(np.int32),

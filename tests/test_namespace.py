@@ -51,3 +51,9 @@ def test_make_synthetic_is_seeded_power_law_and_duplicate_free():
     assert item_counts[:30].sum() > 3 * item_counts[-30:].sum()  # a popular head, a long tail
     with pytest.raises(ValueError, match="too dense"):
         fastmf.datasets.make_synthetic(10, 10, 50)
+
+
+def test_make_synthetic_binary_responses():
+    data = fastmf.datasets.make_synthetic(500, 100, 5_000, binary=True, random_state=1)
+    assert set(np.unique(data.values)) == {-1.0, 1.0}
+    fastmf.BinaryMF(k=4, n_epochs=2, tol=None).fit(data[:3], shape=data.shape)
