@@ -1,4 +1,4 @@
-"""Reading and writing rating files: delimited text (CSV/TSV/LIBMF), Matrix Market.
+"""Reading and writing rating files: delimited text (CSV/TSV/LIBMF), Matrix Market, Parquet.
 
 Files are parsed by numpy's C reader (``np.loadtxt``), one column at a time,
 so no Python object is built per row. When that fast path meets a bad line,
@@ -62,6 +62,8 @@ def read_ratings(
     Parameters
     ----------
     path : str or path-like
+        A delimited text file, or a ``.parquet`` file (needs pyarrow, the
+        ``parquet`` extra; ``sep`` and ``header`` are then unused).
     sep : str, None or "infer", default="infer"
         Field separator; ``None`` means runs of whitespace (LIBMF's text
         format); "infer" picks the first of ``::``, tab, ``,``, ``;``, ``|``
@@ -88,6 +90,8 @@ def read_ratings(
         non-numeric value, NaN or infinity, an unknown column name, no rows.
     """
     path = os.fspath(path)
+    if path.endswith(".parquet"):
+        return _read_parquet(path, columns, timestamp)
     with open(path, encoding="utf-8") as handle:
         first = handle.readline().rstrip("\r\n")
     if not first.strip():
@@ -126,6 +130,32 @@ def read_ratings(
     if values.size == 0:
         raise ValueError(f"{path}: no rating rows found.")
     return RawRatings(users, items, values, fields[3] if timestamp is not None else None)
+
+
+def _read_parquet(path, columns, timestamp):
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError(
+            f"{path}: reading Parquet needs pyarrow: pip install 'fastmf[parquet]'."
+        ) from None
+    table = pq.read_table(path)
+    names = table.column_names
+
+    def column(spec):
+        name = spec if isinstance(spec, str) else names[spec]
+        if name not in names:
+            raise ValueError(f"{path}: no column named {name!r}; the file has {names}.")
+        return table.column(name).to_numpy()
+
+    users, items = column(columns[0]), column(columns[1])
+    values = column(columns[2]).astype(np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise ValueError(f"{path}, row {int(np.flatnonzero(bad)[0]) + 1}: the value is not finite.")
+    stamps = column(timestamp).astype(np.int64) if timestamp is not None else None
+    fix = lambda a: a.astype(str) if a.dtype == object else a
+    return RawRatings(fix(users), fix(items), values, stamps)
 
 
 def _loadtxt(path, sep, column, skip, dtype):

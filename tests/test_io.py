@@ -85,3 +85,13 @@ def test_load_movielens_variants_from_file_or_folder(tmp_path, name, text):
     empty.mkdir()
     with pytest.raises(ValueError, match="no MovieLens ratings file"):
         fastmf.datasets.load_movielens(empty)
+
+
+def test_parquet_when_pyarrow_is_installed(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    table = pa.table({"user": ["a", "b"], "item": [1, 2], "stars": [4.0, 2.0]})
+    pq.write_table(table, tmp_path / "r.parquet")
+    raw = read_ratings(tmp_path / "r.parquet", columns=("user", "item", "stars"))
+    assert raw.users.tolist() == ["a", "b"] and raw.values.tolist() == [4.0, 2.0]
