@@ -154,8 +154,8 @@ def _read_parquet(path, columns, timestamp):
     if bad.any():
         raise ValueError(f"{path}, row {int(np.flatnonzero(bad)[0]) + 1}: the value is not finite.")
     stamps = column(timestamp).astype(np.int64) if timestamp is not None else None
-    fix = lambda a: a.astype(str) if a.dtype == object else a
-    return RawRatings(fix(users), fix(items), values, stamps)
+    users, items = (ids.astype(str) if ids.dtype == object else ids for ids in (users, items))
+    return RawRatings(users, items, values, stamps)
 
 
 def _loadtxt(path, sep, column, skip, dtype):
