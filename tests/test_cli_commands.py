@@ -115,3 +115,59 @@ def test_errors_exit_codes_and_help(workdir):
     for command in ("fit", "predict", "recommend", "similar", "evaluate", "demo"):
         result = fastmf(command, "--help", cwd=folder)
         assert result.returncode == 0 and "example:" in result.stdout
+
+
+def test_fit_plot_writes_a_png_or_explains_the_missing_extra(workdir):
+    folder, _ = workdir
+    result = fastmf(
+        "fit",
+        "train.csv",
+        "-k",
+        4,
+        "--epochs",
+        3,
+        "--val",
+        0.1,
+        "--quiet",
+        "--save",
+        "plot_model.npz",
+        "--plot",
+        "curve.png",
+        cwd=folder,
+    )
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert result.returncode == 1 and "--plot needs matplotlib" in result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+        assert (folder / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fit_logistic_with_threshold(workdir):
+    folder, _ = workdir
+    result = fastmf(
+        "fit",
+        "train.csv",
+        "--loss",
+        "logistic",
+        "--threshold",
+        4,
+        "-k",
+        4,
+        "--epochs",
+        5,
+        "--val",
+        0.1,
+        "--quiet",
+        "--save",
+        "clf.npz",
+        cwd=folder,
+    )
+    assert result.returncode == 0, result.stderr and "val_log_loss=" in result.stdout
+    scored = fastmf(
+        "evaluate", "clf.npz", "test.csv", "--threshold", 4, "--format", "jsonl", cwd=folder
+    )
+    metrics = json.loads(scored.stdout)
+    # Few ratings per user (about 20): the item offsets carry most of the signal.
+    assert 0.6 <= metrics["auc"] <= 1 and 0 < metrics["log_loss"] < 0.693
