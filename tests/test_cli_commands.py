@@ -146,25 +146,11 @@ def test_fit_plot_writes_a_png_or_explains_the_missing_extra(workdir):
 
 def test_fit_logistic_with_threshold(workdir):
     folder, _ = workdir
-    result = fastmf(
-        "fit",
-        "train.csv",
-        "--loss",
-        "logistic",
-        "--threshold",
-        4,
-        "-k",
-        4,
-        "--epochs",
-        5,
-        "--val",
-        0.1,
-        "--quiet",
-        "--save",
-        "clf.npz",
-        cwd=folder,
-    )
-    assert result.returncode == 0, result.stderr and "val_log_loss=" in result.stdout
+    args = ["fit", "train.csv", "--loss", "logistic", "--threshold", 4, "-k", 4, "--biases"]
+    args += ["--epochs", 30, "--val", 0.1, "--quiet", "--save", "clf.npz"]
+    result = fastmf(*args, cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert "val_log_loss=" in result.stdout
     scored = fastmf(
         "evaluate", "clf.npz", "test.csv", "--threshold", 4, "--format", "jsonl", cwd=folder
     )
