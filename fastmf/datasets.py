@@ -5,7 +5,13 @@ from numbers import Integral
 
 import numpy as np
 
-__all__ = ["Ratings", "data_home", "fetch_movielens", "load_movielens", "make_synthetic"]
+__all__ = [
+    "Ratings",
+    "fetch_movielens",
+    "get_data_home",
+    "load_movielens",
+    "make_synthetic",
+]
 
 Ratings = namedtuple("Ratings", ["rows", "cols", "values", "shape"])
 Ratings.__doc__ = """COO ratings: ``fit((r.rows, r.cols, r.values), shape=r.shape)``.
@@ -188,16 +194,16 @@ MOVIELENS_URL = "https://files.grouplens.org/datasets/movielens/"
 _RATINGS_FILES = ("u.data", "ratings.dat", "ratings.csv")
 
 
-def data_home(path=None):
-    """Return the dataset cache folder: ``path``, else ``$FASTMF_DATA``, else ``~/fastmf_data``."""
+def get_data_home(data_home=None):
+    """Return the dataset cache folder: ``data_home``, ``$FASTMF_DATA``, or ``~/fastmf_data``."""
     import os
 
-    folder = path or os.environ.get("FASTMF_DATA") or os.path.join("~", "fastmf_data")
+    folder = data_home or os.environ.get("FASTMF_DATA") or os.path.join("~", "fastmf_data")
     return os.path.abspath(os.path.expanduser(os.fspath(folder)))
 
 
 def fetch_movielens(
-    variant="100k", data_home_path=None, *, base_url=MOVIELENS_URL, md5="known", timeout=60
+    variant="100k", data_home=None, *, base_url=MOVIELENS_URL, md5="known", timeout=60
 ):
     """Download a MovieLens archive once, verify it, cache it, and load its ratings.
 
@@ -209,7 +215,7 @@ def fetch_movielens(
     Parameters
     ----------
     variant : {"100k", "1m", "10m", "20m", "25m", "latest-small"}, default="100k"
-    data_home_path : str or path-like, optional
+    data_home : str or path-like, optional
         Cache folder; defaults to ``$FASTMF_DATA`` or ``~/fastmf_data``.
     base_url : str
         Where the archives are served (GroupLens by default).
@@ -242,7 +248,7 @@ def fetch_movielens(
         raise ValueError(f"variant must be one of {sorted(MOVIELENS_ARCHIVES)}, got {variant!r}.")
     archive_name, known_md5 = MOVIELENS_ARCHIVES[variant]
     expected = known_md5 if md5 == "known" else md5
-    folder = data_home(data_home_path)
+    folder = get_data_home(data_home)
     os.makedirs(folder, exist_ok=True)
     archive = os.path.join(folder, archive_name)
 

@@ -247,6 +247,9 @@ def _ids_array(ids):
 def write_ratings(path, users, items, values, *, sep=",", header=("user", "item", "rating")):
     """Write ratings as delimited text; ``sep=" ", header=None`` writes LIBMF's text format.
 
+    A path ending in ``.parquet`` writes Parquet instead (needs pyarrow; the
+    column names come from ``header``).
+
     Parameters
     ----------
     path : str or path-like
@@ -258,6 +261,17 @@ def write_ratings(path, users, items, values, *, sep=",", header=("user", "item"
     users, items, values = np.asarray(users), np.asarray(items), np.asarray(values)
     if not users.size == items.size == values.size:
         raise ValueError("users, items and values must have the same length.")
+    if os.fspath(path).endswith(".parquet"):
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ImportError(
+                "writing Parquet needs pyarrow: pip install 'fastmf[parquet]'."
+            ) from None
+        names = header or ("user", "item", "rating")
+        pq.write_table(pa.table(dict(zip(names, (users, items, values)))), path)
+        return
     with open(path, "w", encoding="utf-8") as handle:
         if header:
             handle.write(sep.join(header) + "\n")

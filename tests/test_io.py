@@ -95,3 +95,6 @@ def test_parquet_when_pyarrow_is_installed(tmp_path):
     pq.write_table(table, tmp_path / "r.parquet")
     raw = read_ratings(tmp_path / "r.parquet", columns=("user", "item", "stars"))
     assert raw.users.tolist() == ["a", "b"] and raw.values.tolist() == [4.0, 2.0]
+    write_ratings(tmp_path / "w.parquet", [3, 4], ["x", "y"], [1.5, 2.5])
+    back = read_ratings(tmp_path / "w.parquet", columns=("user", "item", "rating"))
+    assert back.users.tolist() == [3, 4] and back.items.tolist() == ["x", "y"]
