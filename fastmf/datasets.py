@@ -181,13 +181,15 @@ def load_movielens(path):
 
 
 # GroupLens archives and their published MD5 checksums (the ``.zip.md5`` files
-# beside each archive). "latest-small" changes over time, so it has none.
+# beside each archive). For archives without a pinned value (32M, and
+# "latest-small", which changes over time) the ``.zip.md5`` file is fetched.
 MOVIELENS_ARCHIVES = {
     "100k": ("ml-100k.zip", "0e33842e24a9c977be4e0107933c0723"),
     "1m": ("ml-1m.zip", "c4d9eecfca2ab87c1945afe126590906"),
     "10m": ("ml-10m.zip", "ce571fd55effeba0271552578f2648bd"),
     "20m": ("ml-20m.zip", "cd245b17a1ae2cc31bb14903e1204af3"),
     "25m": ("ml-25m.zip", "6b51fb2759a8657d3bfcbfc42b592ada"),
+    "32m": ("ml-32m.zip", None),
     "latest-small": ("ml-latest-small.zip", None),
 }
 MOVIELENS_URL = "https://files.grouplens.org/datasets/movielens/"
@@ -214,14 +216,15 @@ def fetch_movielens(
 
     Parameters
     ----------
-    variant : {"100k", "1m", "10m", "20m", "25m", "latest-small"}, default="100k"
+    variant : {"100k", "1m", "10m", "20m", "25m", "32m", "latest-small"}, default="100k"
     data_home : str or path-like, optional
         Cache folder; defaults to ``$FASTMF_DATA`` or ``~/fastmf_data``.
     base_url : str
         Where the archives are served (GroupLens by default).
     md5 : str, None or "known", default="known"
-        Expected MD5 of the archive: the published one, an explicit value, or
-        None to skip the check.
+        Expected MD5 of the archive: the published one (pinned in fastmf, or
+        read from the ``.zip.md5`` file GroupLens serves beside the archive),
+        an explicit value, or None to skip the check.
     timeout : float, default=60
         Seconds to wait for the server.
 
@@ -259,8 +262,13 @@ def fetch_movielens(
                 h.update(chunk)
         return h.hexdigest()
 
+    url = base_url.rstrip("/") + "/" + archive_name
+    if md5 == "known" and expected is None and not os.path.exists(archive):
+        with urllib.request.urlopen(url + ".md5", timeout=timeout) as response:
+            expected = response.read(4096).decode("ascii", "replace").split()[-1].strip().lower()
+        if len(expected) != 32:
+            raise ValueError(f"{url}.md5: not an MD5 checksum file.")
     if not os.path.exists(archive) or (expected and digest(archive) != expected):
-        url = base_url.rstrip("/") + "/" + archive_name
         handle, partial = tempfile.mkstemp(prefix=archive_name, suffix=".part", dir=folder)
         try:
             with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as r:

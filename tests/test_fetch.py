@@ -22,7 +22,7 @@ def make_zip():
 
 
 class Server:
-    """Serves one payload at /ml-100k.zip and counts requests; loopback only."""
+    """Serves a payload at any /*.zip path (and its MD5 at /*.zip.md5); loopback only."""
 
     def __init__(self, payload):
         self.payload, self.hits = payload, 0
@@ -30,11 +30,16 @@ class Server:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
-                outer.hits += 1
+                if self.path.endswith(".md5"):
+                    body = f"MD5 ({self.path}) = {hashlib.md5(outer.payload).hexdigest()}\n"
+                    body = body.encode()
+                else:
+                    outer.hits += 1
+                    body = outer.payload
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(outer.payload)))
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(outer.payload)
+                self.wfile.write(body)
 
             def log_message(self, *args):
                 pass
@@ -95,3 +100,15 @@ def test_cache_folder_from_environment_and_bad_variant(tmp_path, archive, monkey
     assert (tmp_path / "cache" / "ml-100k.zip").exists()
     with pytest.raises(ValueError, match="variant must be one of"):
         fetch_movielens("7m")
+
+
+def test_published_md5_sidecar_is_used_when_no_checksum_is_pinned(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        bundle.writestr("ml-32m/ratings.csv", "userId,movieId,rating,timestamp\n1,2,4.5,1000\n")
+    server = Server(buffer.getvalue())
+    try:
+        data, timestamps = fetch_movielens("32m", tmp_path, base_url=server.url, timeout=10)
+    finally:
+        server.stop()
+    assert data.values.tolist() == [4.5] and timestamps.tolist() == [1000]
