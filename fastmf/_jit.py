@@ -10,7 +10,7 @@ nowhere else.
 - ``nogil=True``: a caller may run fits in Python threads concurrently.
 - ``fastmath={"reassoc", "contract"}``: the two flags the dot product and the
   factor updates need to vectorize (SIMD) and use fused multiply-add. The full
-  ``fastmath=True`` would also assume no NaN/inf ("nnan", "ninf"), which would
+  full fast-math set would also assume no NaN/inf ("nnan", "ninf"), which would
   let LLVM delete the finiteness checks that catch a diverging run.
 - ``error_model="numpy"``: division follows IEEE rules instead of raising
   ``ZeroDivisionError``, which keeps the inner loops free of branches.
