@@ -9,7 +9,7 @@ nowhere else.
   compile time.
 - ``nogil=True``: a caller may run fits in Python threads concurrently.
 - ``fastmath={"reassoc", "contract"}``: the two flags the dot product and the
-  factor updates need to vectorize (SIMD) and use fused multiply-add. The full
+  factor updates need to vectorize (SIMD) and use fused multiply-add. The
   full fast-math set would also assume no NaN/inf ("nnan", "ninf"), which would
   let LLVM delete the finiteness checks that catch a diverging run.
 - ``error_model="numpy"``: division follows IEEE rules instead of raising
