@@ -196,7 +196,9 @@ class MatrixFactorization(RecommenderMixin):
         return p
 
     # ---------------------------------------------------------------- fitting
-    def fit(self, X, y=None, *, X_val=None, callback=None, shape=None, duplicates="raise"):
+    def fit(
+        self, X, y=None, *, X_val=None, callback=None, shape=None, duplicates="raise", client=None
+    ):
         """Factorize ``X``; returns ``self``.
 
         Parameters
@@ -224,6 +226,10 @@ class MatrixFactorization(RecommenderMixin):
             Only for triplets; defaults to one more than the largest ids.
         duplicates : {"raise", "sum", "last"}, default="raise"
             Policy for a (row, col) pair that appears more than once.
+        client : distributed.Client, optional
+            Run the epochs on this Dask cluster (see :mod:`fastmf.dask`); the
+            factors are bit-for-bit those of a local fit with the same
+            ``random_state`` and ``grid``.
 
         Returns
         -------
@@ -261,7 +267,15 @@ class MatrixFactorization(RecommenderMixin):
         item_factors = rng.standard_normal((n, k), dtype=np.float32)
         item_factors *= np.float32(std)
         self._fit_coo(
-            coo, duplicates, user_factors, item_factors, rng, params, val=val, callback=callback
+            coo,
+            duplicates,
+            user_factors,
+            item_factors,
+            rng,
+            params,
+            val=val,
+            callback=callback,
+            client=client,
         )
         self.user_map_, self.item_map_ = maps
         return self
@@ -281,6 +295,7 @@ class MatrixFactorization(RecommenderMixin):
         val=None,
         callback=None,
         warm=None,
+        client=None,
     ):
         """Arrange the data in blocks, train, and commit the fitted state.
 
@@ -324,6 +339,11 @@ class MatrixFactorization(RecommenderMixin):
                     inverse_permutation(layout.item_perm)[val.cols],
                     val.values - np.float32(global_mean),
                 )
+            runner = None
+            if client is not None:
+                from .dask import DaskEpochs
+
+                runner = DaskEpochs(client, layout, _LOSS_CODES[self._loss])
             history = self._run_epochs(
                 layout,
                 user_factors,
@@ -334,6 +354,7 @@ class MatrixFactorization(RecommenderMixin):
                 params,
                 val,
                 callback,
+                runner,
             )
             loss_curve, val_curve, best_epoch, converged = history
         if params["tol"] is not None and not converged:
@@ -371,7 +392,17 @@ class MatrixFactorization(RecommenderMixin):
         return self
 
     def _run_epochs(
-        self, layout, user_factors, item_factors, user_bias, item_bias, rng, params, val, callback
+        self,
+        layout,
+        user_factors,
+        item_factors,
+        user_bias,
+        item_bias,
+        rng,
+        params,
+        val,
+        callback,
+        runner=None,
     ):
         """Run SGD epochs until a stopping rule or ``n_epochs``.
 
@@ -434,7 +465,10 @@ class MatrixFactorization(RecommenderMixin):
             for epoch in range(1, n_epochs + 1):
                 schedule = epoch_schedule(layout.grid, rng)
                 start = time.perf_counter()
-                sgd_epoch(loss, *arrays, schedule, *state, user_acc, item_acc, lr, l2)
+                if runner is None:
+                    sgd_epoch(loss, *arrays, schedule, *state, user_acc, item_acc, lr, l2)
+                else:  # the same schedule, block by block on a cluster
+                    runner(schedule, state, user_acc, item_acc, lr, l2)
                 seconds = time.perf_counter() - start
                 current = objective()
                 finite = all(np.isfinite(array).all() for array in state if array is not None)

@@ -1,0 +1,64 @@
+"""Distributed training on a local Dask cluster: the same factors as local training."""
+
+import hashlib
+
+import numpy as np
+import pytest
+from conftest import random_coo
+
+from fastmf import BinaryMF, RealValueMF
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    # Loopback only, two worker processes with one thread each, bounded in time.
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+    )
+    with distributed.Client(cluster, timeout=60) as dask_client:
+        yield dask_client
+    cluster.close()
+
+
+def digest(model):
+    h = hashlib.sha256()
+    for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_", "loss_curve_"):
+        h.update(getattr(model, name).tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize(
+    "model_class, params",
+    [
+        (RealValueMF, {}),
+        (RealValueMF, {"biases": True, "learning_rate": "adagrad", "lr": 0.05}),
+        (BinaryMF, {"biases": True}),
+    ],
+)
+def test_distributed_fit_is_bit_identical_to_local(client, model_class, params):
+    rows, cols, values, shape = random_coo(
+        11, m=120, n=90, nnz=3000, binary=model_class is BinaryMF
+    )
+    settings = dict(k=6, n_epochs=4, tol=None, random_state=3, grid=4, **params)
+    local = model_class(n_threads=1, **settings).fit((rows, cols, values), shape=shape)
+    remote = model_class(**settings).fit((rows, cols, values), shape=shape, client=client)
+    assert digest(remote) == digest(local)
+    np.testing.assert_array_equal(remote.recommend(0, n=5)[0], local.recommend(0, n=5)[0])
+
+
+def test_module_level_fit_and_a_saved_model(client, tmp_path):
+    import fastmf
+    import fastmf.dask
+
+    rows, cols, values, shape = random_coo(12, m=60, n=40, nnz=900)
+    model = fastmf.dask.fit(
+        RealValueMF(k=3, n_epochs=2, tol=None, random_state=0, grid=2),
+        (rows, cols, values),
+        client,
+        shape=shape,
+    )
+    model.save(tmp_path / "m.npz")
+    loaded = fastmf.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.predict(rows, cols), model.predict(rows, cols))
