@@ -7,7 +7,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from . import _kernels
+from . import _checkpoint, _kernels
 from ._blocks import (
     arrange,
     choose_grid,
@@ -197,7 +197,17 @@ class MatrixFactorization(RecommenderMixin):
 
     # ---------------------------------------------------------------- fitting
     def fit(
-        self, X, y=None, *, X_val=None, callback=None, shape=None, duplicates="raise", client=None
+        self,
+        X,
+        y=None,
+        *,
+        X_val=None,
+        callback=None,
+        shape=None,
+        duplicates="raise",
+        client=None,
+        checkpoint=None,
+        resume=None,
     ):
         """Factorize ``X``; returns ``self``.
 
@@ -230,6 +240,12 @@ class MatrixFactorization(RecommenderMixin):
             Run the epochs on this Dask cluster (see :mod:`fastmf.dask`); the
             factors are bit-for-bit those of a local fit with the same
             ``random_state`` and ``grid``.
+        checkpoint : str or path-like, optional
+            Save the training state here after every completed epoch (``.npz``).
+        resume : str or path-like, optional
+            Continue an interrupted fit from this checkpoint: give the same data
+            and hyperparameters (``n_epochs`` may grow); the result is bit-for-bit
+            that of an uninterrupted fit.
 
         Returns
         -------
@@ -276,6 +292,8 @@ class MatrixFactorization(RecommenderMixin):
             val=val,
             callback=callback,
             client=client,
+            checkpoint=checkpoint,
+            resume=resume,
         )
         self.user_map_, self.item_map_ = maps
         return self
@@ -296,6 +314,8 @@ class MatrixFactorization(RecommenderMixin):
         callback=None,
         warm=None,
         client=None,
+        checkpoint=None,
+        resume=None,
     ):
         """Arrange the data in blocks, train, and commit the fitted state.
 
@@ -355,6 +375,8 @@ class MatrixFactorization(RecommenderMixin):
                 val,
                 callback,
                 runner,
+                checkpoint,
+                resume,
             )
             loss_curve, val_curve, best_epoch, converged = history
         if params["tol"] is not None and not converged:
@@ -403,6 +425,8 @@ class MatrixFactorization(RecommenderMixin):
         val,
         callback,
         runner=None,
+        checkpoint=None,
+        resume=None,
     ):
         """Run SGD epochs until a stopping rule or ``n_epochs``.
 
@@ -462,7 +486,19 @@ class MatrixFactorization(RecommenderMixin):
             epochs_without_improvement = 0
             best = objective()
             best_val, best_epoch, best_state = np.inf, None, None
-            for epoch in range(1, n_epochs + 1):
+            first_epoch = 1
+            all_state = (*state, user_acc, item_acc)
+            if checkpoint is not None or resume is not None:
+                print_ = _checkpoint.fingerprint(layout, params)
+            if resume is not None:
+                progress = _checkpoint.load(resume, print_, all_state, rng)
+                loss_curve, val_curve = progress["loss_curve"], progress["val_curve"]
+                best, best_val = progress["best"], progress["best_val"]
+                best_epoch = progress["best_epoch"]
+                epochs_without_improvement = progress["epochs_without_improvement"]
+                best_state = progress.get("_best_state")
+                first_epoch = len(loss_curve) + 1
+            for epoch in range(first_epoch, n_epochs + 1):
                 schedule = epoch_schedule(layout.grid, rng)
                 start = time.perf_counter()
                 if runner is None:
@@ -518,6 +554,22 @@ class MatrixFactorization(RecommenderMixin):
                 else:
                     epochs_without_improvement = 0
                 best = min(best, current)
+                if checkpoint is not None:
+                    _checkpoint.save(
+                        checkpoint,
+                        print_,
+                        all_state,
+                        {
+                            "loss_curve": loss_curve,
+                            "val_curve": val_curve,
+                            "best": best,
+                            "best_val": best_val,
+                            "best_epoch": best_epoch,
+                            "epochs_without_improvement": epochs_without_improvement,
+                            "_best_state": best_state,
+                        },
+                        rng,
+                    )
                 if stop:
                     break
             if best_state is not None:

@@ -102,6 +102,16 @@ class DaskEpochs:
 
     def __call__(self, schedule, state, user_acc, item_acc, lr, l2):
         """Run one epoch of ``schedule``; update ``state`` and accumulators in place."""
+        try:
+            self._epoch(schedule, state, user_acc, item_acc, lr, l2)
+        except Exception as error:  # a lost worker, a killed task, a broken connection
+            raise RuntimeError(
+                f"The Dask cluster lost work during this epoch ({type(error).__name__}: {error}). "
+                "The model is unchanged; fit again with resume=<checkpoint> to continue from the "
+                "last completed epoch (pass checkpoint=<path> to fit to write one)."
+            ) from error
+
+    def _epoch(self, schedule, state, user_acc, item_acc, lr, l2):
         user_factors, item_factors, user_bias, item_bias = state
         user_arrays = (user_factors, user_bias, user_acc)
         item_arrays = (item_factors, item_bias, item_acc)

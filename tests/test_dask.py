@@ -62,3 +62,51 @@ def test_module_level_fit_and_a_saved_model(client, tmp_path):
     model.save(tmp_path / "m.npz")
     loaded = fastmf.load(tmp_path / "m.npz")
     np.testing.assert_array_equal(loaded.predict(rows, cols), model.predict(rows, cols))
+
+
+def test_checkpoint_and_resume_locally_are_bit_identical(tmp_path):
+    rows, cols, values, shape = random_coo(13, m=80, n=60, nnz=1500)
+    settings = dict(
+        k=4, tol=None, random_state=5, grid=3, biases=True, learning_rate="adagrad", lr=0.05
+    )
+    full = RealValueMF(n_epochs=6, **settings).fit((rows, cols, values), shape=shape)
+    path = tmp_path / "ckpt.npz"
+    RealValueMF(n_epochs=6, **settings).fit(
+        (rows, cols, values), shape=shape, checkpoint=path, callback=lambda info: info["epoch"] < 3
+    )
+    resumed = RealValueMF(n_epochs=6, **settings).fit(
+        (rows, cols, values), shape=shape, resume=path
+    )
+    assert digest(resumed) == digest(full) and resumed.n_iter_ == 6
+    other = RealValueMF(n_epochs=6, **{**settings, "k": 5})
+    with pytest.raises(ValueError, match="other data or hyperparameters"):
+        other.fit((rows, cols, values), shape=shape, resume=path)
+
+
+def test_a_killed_worker_fails_clearly_and_resume_finishes_the_fit(client, tmp_path):
+    import os
+
+    rows, cols, values, shape = random_coo(14, m=100, n=80, nnz=2500)
+    settings = dict(k=5, n_epochs=5, tol=None, random_state=2, grid=4)
+    local = RealValueMF(n_threads=1, **settings).fit((rows, cols, values), shape=shape)
+    path = tmp_path / "ckpt.npz"
+    victim = sorted(client.scheduler_info()["workers"])[0]
+
+    def kill_after_epoch_two(info):
+        if info["epoch"] == 2:
+            client.run(os._exit, 1, workers=[victim], on_error="ignore")  # the worker dies
+        return True
+
+    model = RealValueMF(**settings)
+    with pytest.raises(RuntimeError, match="lost work during this epoch.*resume="):
+        model.fit(
+            (rows, cols, values),
+            shape=shape,
+            client=client,
+            checkpoint=path,
+            callback=kill_after_epoch_two,
+        )
+    assert not hasattr(model, "user_factors_")  # the failed fit changed nothing
+    client.wait_for_workers(2, timeout=60)  # the nanny restarts the worker
+    model.fit((rows, cols, values), shape=shape, client=client, resume=path)
+    assert digest(model) == digest(local)
