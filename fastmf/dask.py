@@ -94,7 +94,10 @@ class DaskEpochs:
                 layout.values[start:end].copy(),
             )
             self.blocks[block] = client.scatter([local], workers=[self.owner[bu]])[0]
+        # Bytes sent between processes in the last epoch: stripes scattered
+        # and gathered by the client, and item stripes handed between workers.
         self.bytes_moved = 0
+        self.tasks = 0
 
     def _stripe(self, arrays, bounds, b):
         lo, hi = bounds[b], bounds[b + 1]
@@ -130,10 +133,21 @@ class DaskEpochs:
             )[0]
             for b in range(grid)
         }
+        stripe_bytes = [
+            sum(a.nbytes for a in self._stripe(item_arrays, self.item_bounds, b) if a is not None)
+            for b in range(grid)
+        ]
+        all_bytes = sum(a.nbytes for a in (*user_arrays, *item_arrays) if a is not None)
+        self.bytes_moved, self.tasks = 2 * all_bytes, 0
+        holder = {b: self.owner[first_user_of_item[b]] for b in range(grid)}
         for stratum in schedule:
             for block in stratum:
                 bu, bi = divmod(int(block), grid)
                 where = [self.owner[bu]]
+                if holder[bi] != self.owner[bu]:
+                    self.bytes_moved += stripe_bytes[bi]
+                    holder[bi] = self.owner[bu]
+                self.tasks += 3
                 out = client.submit(
                     _run_block,
                     self.loss,
