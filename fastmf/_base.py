@@ -363,7 +363,13 @@ class MatrixFactorization(RecommenderMixin):
             if client is not None:
                 from .dask import DaskEpochs
 
-                runner = DaskEpochs(client, layout, _LOSS_CODES[self._loss])
+                report = None
+                if params["verbose"] >= 2:
+
+                    def report(stratum, strata, seconds):
+                        print(f"  sub-epoch {stratum}/{strata} done ({seconds:.2f} s)", flush=True)
+
+                runner = DaskEpochs(client, layout, _LOSS_CODES[self._loss], report)
             history = self._run_epochs(
                 layout,
                 user_factors,

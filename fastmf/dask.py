@@ -11,10 +11,14 @@ factors are bit-for-bit those of ``fit`` on one machine with the same
 sends a task's inputs to where it is pinned.
 
 Workers should run one thread each (``threads_per_worker=1``): the kernels
-are serial, and numba's thread pool must not be nested inside Dask's.
+are serial, and numba's thread pool must not be nested inside Dask's. With
+``verbose=2`` the fit prints a line as each sub-epoch (stratum) completes;
+the Dask dashboard shows the tasks as usual.
 """
 
 import operator
+import threading
+import time
 
 import numpy as np
 
@@ -75,11 +79,11 @@ def _run_block(loss, block, user_state, item_state, lr, l2):
 class DaskEpochs:
     """Runs the epochs of one fit on a Dask cluster (created by ``fit(..., client=...)``)."""
 
-    def __init__(self, client, layout, loss):
+    def __init__(self, client, layout, loss, report=None):
         workers = sorted(client.scheduler_info()["workers"])
         if not workers:
             raise RuntimeError("The Dask cluster has no workers.")
-        self.client, self.loss, self.grid = client, loss, layout.grid
+        self.client, self.loss, self.grid, self.report = client, loss, layout.grid, report
         grid = layout.grid
         self.user_bounds = _stripe_bounds(layout.user_perm.shape[0], grid)
         self.item_bounds = _stripe_bounds(layout.item_perm.shape[0], grid)
@@ -140,7 +144,20 @@ class DaskEpochs:
         all_bytes = sum(a.nbytes for a in (*user_arrays, *item_arrays) if a is not None)
         self.bytes_moved, self.tasks = 2 * all_bytes, 0
         holder = {b: self.owner[first_user_of_item[b]] for b in range(grid)}
-        for stratum in schedule:
+        done = [0] * grid
+        lock = threading.Lock()
+        start = time.perf_counter()
+
+        def finished(index):
+            def callback(_future):
+                with lock:
+                    done[index] += 1
+                    if done[index] == grid:
+                        self.report(index + 1, grid, time.perf_counter() - start)
+
+            return callback
+
+        for index, stratum in enumerate(schedule):
             for block in stratum:
                 bu, bi = divmod(int(block), grid)
                 where = [self.owner[bu]]
@@ -159,13 +176,20 @@ class DaskEpochs:
                     workers=where,
                     pure=False,
                 )
+                if self.report is not None:
+                    out.add_done_callback(finished(index))
                 users[bu] = client.submit(operator.getitem, out, 0, workers=where, pure=False)
                 items[bi] = client.submit(operator.getitem, out, 1, workers=where, pure=False)
-        for futures, arrays, bounds in (
-            (users, user_arrays, self.user_bounds),
-            (items, item_arrays, self.item_bounds),
+        gathered = [client.gather([futures[b] for b in range(grid)]) for futures in (users, items)]
+        if self.report is not None:  # done-callbacks run on the client's thread: let them finish
+            deadline = time.perf_counter() + 5.0
+            while sum(done) < grid * grid and time.perf_counter() < deadline:
+                time.sleep(0.001)
+        for stripes, arrays, bounds in (
+            (gathered[0], user_arrays, self.user_bounds),
+            (gathered[1], item_arrays, self.item_bounds),
         ):
-            for b, stripe in zip(range(grid), client.gather([futures[b] for b in range(grid)])):
+            for b, stripe in enumerate(stripes):
                 lo, hi = bounds[b], bounds[b + 1]
                 for target, part in zip(arrays, stripe):
                     if target is not None:

@@ -110,3 +110,13 @@ def test_a_killed_worker_fails_clearly_and_resume_finishes_the_fit(client, tmp_p
     client.wait_for_workers(2, timeout=60)  # the nanny restarts the worker
     model.fit((rows, cols, values), shape=shape, client=client, resume=path)
     assert digest(model) == digest(local)
+
+
+def test_sub_epoch_progress(client, capsys):
+    rows, cols, values, shape = random_coo(15, m=60, n=40, nnz=900)
+    RealValueMF(k=3, n_epochs=2, tol=None, random_state=0, grid=3, verbose=2).fit(
+        (rows, cols, values), shape=shape, client=client
+    )
+    out = capsys.readouterr().out
+    assert out.count("sub-epoch") == 6  # 3 strata x 2 epochs
+    assert "sub-epoch 3/3 done" in out and out.count("epoch    2/2") == 1
