@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from . import BinaryMF, Dataset, RealValueMF, load
-from .io import read_ratings
+from .io import read_pairs, read_ratings
 from .metrics import log_loss, mae, ndcg_at_k, precision_at_k, recall_at_k, rmse, roc_auc
 from .model_selection import train_test_split
 
@@ -237,15 +237,11 @@ def _plot(model, path):
 
 def run_predict(args, out):
     model = load(args.model)
-    raw = read_ratings(args.pairs, sep=args.sep, columns=(0, 1, 1), header="infer")
-    users = raw.users if model.user_map_ is None else raw.users
-    scores = (
-        model.predict(users, raw.items, unknown=args.unknown)
-        if isinstance(model, RealValueMF)
-        else model.predict_proba(users, raw.items, unknown=args.unknown)
-    )
+    users, items = read_pairs(args.pairs, sep=args.sep)
+    score = model.predict if isinstance(model, RealValueMF) else model.predict_proba
+    scores = score(users, items, unknown=args.unknown)
     _emit(
-        zip(raw.users.tolist(), raw.items.tolist(), scores.tolist()),
+        zip(users.tolist(), items.tolist(), scores.tolist()),
         ("user", "item", "score"),
         args.format,
         out,

@@ -16,6 +16,7 @@ import numpy as np
 __all__ = [
     "RawRatings",
     "read_matrix_market",
+    "read_pairs",
     "read_ratings",
     "write_matrix_market",
     "write_ratings",
@@ -156,6 +157,68 @@ def _read_parquet(path, columns, timestamp):
     stamps = column(timestamp).astype(np.int64) if timestamp is not None else None
     users, items = (ids.astype(str) if ids.dtype == object else ids for ids in (users, items))
     return RawRatings(users, items, values, stamps)
+
+
+_ID_HEADERS = {
+    "user",
+    "item",
+    "users",
+    "items",
+    "user_id",
+    "item_id",
+    "userid",
+    "itemid",
+    "movie",
+    "movieid",
+    "movie_id",
+    "u",
+    "i",
+}
+
+
+def read_pairs(path, *, sep="infer", columns=(0, 1), header="infer"):
+    """Read (user, item) pairs to score, e.g. for ``fastmf predict``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Delimited text; further columns are ignored.
+    sep : str, None or "infer", default="infer"
+        As in :func:`read_ratings`.
+    columns : two ints or two str, default=(0, 1)
+        Positions or header names of the user and item columns.
+    header : bool or "infer", default="infer"
+        "infer" says yes when the first line names a column ``user``, ``item``,
+        ``userId``, ``movieId`` (or similar), since ids alone cannot tell.
+
+    Returns
+    -------
+    users, items : ndarrays of int64 (all ids integers) or str
+    """
+    path = os.fspath(path)
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline().rstrip("\r\n")
+    if not first.strip():
+        raise ValueError(f"{path}: the file is empty.")
+    if sep == "infer":
+        sep = _detect_separator(first)
+    names = [field.strip() for field in _split(first, sep)]
+    if header == "infer":
+        header = any(isinstance(c, str) for c in columns) or bool(
+            {name.lower() for name in names} & _ID_HEADERS
+        )
+    positions = []
+    for column in columns:
+        if isinstance(column, str):
+            if not header or column not in names:
+                raise ValueError(f"{path}: no column named {column!r} in the header {names}.")
+            positions.append(names.index(column))
+        else:
+            positions.append(int(column))
+    try:
+        return tuple(_read_ids(path, sep, position, 1 if header else 0) for position in positions)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 def _loadtxt(path, sep, column, skip, dtype):

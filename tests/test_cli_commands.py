@@ -157,3 +157,21 @@ def test_fit_logistic_with_threshold(workdir):
     metrics = json.loads(scored.stdout)
     # Few ratings per user (about 20): the item offsets carry most of the signal.
     assert 0.6 <= metrics["auc"] <= 1 and 0 < metrics["log_loss"] < 0.693
+
+
+def test_predict_with_string_item_ids(tmp_path):
+    # Pairs are read without a value column, so string item ids work too.
+    users = np.repeat(["a", "b", "c"], 7)
+    items = np.array([f"m{i}" for i in range(7)] * 3)
+    write_ratings(tmp_path / "r.csv", users, items, np.arange(21) % 5 + 1.0)
+    assert (
+        fastmf(
+            "fit", "r.csv", "-k", 2, "--epochs", 3, "--quiet", "--save", "m.npz", cwd=tmp_path
+        ).returncode
+        == 0
+    )
+    (tmp_path / "pairs.csv").write_text("user,item\na,m1\nb,m2\n")
+    result = fastmf("predict", "m.npz", "pairs.csv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["item"] for r in rows] == ["m1", "m2"] and all(float(r["score"]) for r in rows)

@@ -98,3 +98,16 @@ def test_parquet_when_pyarrow_is_installed(tmp_path):
     write_ratings(tmp_path / "w.parquet", [3, 4], ["x", "y"], [1.5, 2.5])
     back = read_ratings(tmp_path / "w.parquet", columns=("user", "item", "rating"))
     assert back.users.tolist() == [3, 4] and back.items.tolist() == ["x", "y"]
+
+
+def test_read_pairs_with_string_ids_and_header_detection(tmp_path):
+    from fastmf.io import read_pairs
+
+    with_header = write(tmp_path / "p.csv", "userId,movieId\nu1,m7\nu2,m8\n")
+    users, items = read_pairs(with_header)
+    assert users.tolist() == ["u1", "u2"] and items.tolist() == ["m7", "m8"]
+    bare = write(tmp_path / "p.tsv", "3\tm7\n4\tm9\n")
+    users, items = read_pairs(bare)
+    assert users.tolist() == [3, 4] and items.tolist() == ["m7", "m9"]
+    with pytest.raises(ValueError, match="p.tsv"):
+        read_pairs(bare, columns=(0, 5))
