@@ -107,7 +107,16 @@ def test_a_killed_worker_fails_clearly_and_resume_finishes_the_fit(client, tmp_p
             callback=kill_after_epoch_two,
         )
     assert not hasattr(model, "user_factors_")  # the failed fit changed nothing
-    client.wait_for_workers(2, timeout=60)  # the nanny restarts the worker
+    # The nanny restarts the worker under a new address; wait until the scheduler
+    # has dropped the dead one and sees two workers again.
+    import time
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        workers = client.scheduler_info()["workers"]
+        if victim not in workers and len(workers) == 2:
+            break
+        time.sleep(0.1)
     model.fit((rows, cols, values), shape=shape, client=client, resume=path)
     assert digest(model) == digest(local)
 
