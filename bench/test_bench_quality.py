@@ -65,6 +65,57 @@ def test_default_binary_mf_auc(benchmark, movielens):
     assert score >= 0.80
 
 
+def test_reference_configurations_on_this_split(benchmark, movielens):
+    """How hard this split is: reference configurations scored side by side with the defaults.
+
+    The issue quotes other libraries on "that same split", which we cannot
+    reproduce exactly. Scoring LIBMF (its defaults, via the ``libmf`` package)
+    and the cornac ``MF`` configuration (k=10, lr=0.01, lambda=0.02, 20 epochs,
+    biases; run in fastmf, which uses the same per-entry update) on *this*
+    split shows how it compares with theirs; fastmf's defaults must beat both.
+    """
+    train, test, shape = movielens
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastmf.ConvergenceWarning)
+        ours = fastmf.RealValueMF(k=32, biases=True, random_state=0)
+        benchmark.pedantic(ours.fit, args=(train,), kwargs={"shape": shape}, rounds=1)
+        cornac_like = fastmf.RealValueMF(
+            k=10,
+            lr=0.01,
+            l2=0.02,
+            n_epochs=20,
+            tol=None,
+            biases=True,
+            init_scale=0.01 * np.sqrt(10),
+            random_state=0,
+        ).fit(train, shape=shape)
+    scores = {
+        "fastmf defaults (k=32, biases)": rmse(
+            test[2], np.clip(ours.predict(test[0], test[1]), 1, 5)
+        ),
+        "cornac MF configuration (quoted 0.900)": rmse(
+            test[2], np.clip(cornac_like.predict(test[0], test[1]), 1, 5)
+        ),
+    }
+    try:
+        from libmf import mf as libmf
+    except ImportError:
+        libmf = None
+    if libmf is not None:
+        reference = libmf.MF(fun=0, nr_threads=1, quiet=True)
+        reference.fit(np.ascontiguousarray(np.column_stack(train), dtype=np.float32))
+        pairs = np.asfortranarray(np.column_stack([test[0], test[1]]), dtype=np.float32)
+        scores["LIBMF defaults (quoted 0.925)"] = rmse(
+            test[2], np.clip(reference.predict(pairs), 1, 5)
+        )
+    print()
+    for name, score in scores.items():
+        print(f"  {name:<40} held-out RMSE {score:.4f}")
+    benchmark.extra_info.update(scores)
+    best_reference = min(v for name, v in scores.items() if not name.startswith("fastmf"))
+    assert scores["fastmf defaults (k=32, biases)"] < best_reference
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_time_to_libmf_quality(benchmark, split, threads):
     """Wall time for fastmf to reach the held-out RMSE LIBMF reaches in 20 iterations."""
