@@ -261,7 +261,20 @@ class MatrixFactorization(RecommenderMixin):
         """
         params = self._validated_params()
         maps = (None, None)
-        if isinstance(X, Dataset):
+        shards = None
+        if client is not None:
+            from .dask import as_shards
+
+            shards = as_shards(X)
+        if shards is not None:  # the ratings stay on the workers
+            from .dask import open_shards
+
+            if duplicates not in ("raise", "sum", "last"):
+                raise ValueError(
+                    f"duplicates must be one of ('raise', 'sum', 'last'), got {duplicates!r}."
+                )
+            coo = open_shards(client, shards, self, shape, duplicates)
+        elif isinstance(X, Dataset):
             maps, shape = (X.user_map, X.item_map), X.shape
             if isinstance(X_val, Dataset):  # same raw ids, the training maps' indices
                 X_val = (
@@ -270,7 +283,8 @@ class MatrixFactorization(RecommenderMixin):
                     X_val.values,
                 )
             X = X.triplets
-        coo = self._check_input(X, shape, duplicates)
+        if shards is None:
+            coo = self._check_input(X, shape, duplicates)
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}.")
         val = None if X_val is None else self._check_input(X_val, coo.shape, "last")
@@ -330,18 +344,23 @@ class MatrixFactorization(RecommenderMixin):
         m, n = coo.shape
         grid = params["grid"] or choose_grid(m, n, coo.nnz, params["k"])
         with numba_threads(threads):
-            layout = arrange(coo, grid, rng, duplicates, parallel=threads > 1)
+            if getattr(coo, "remote", False):  # shards on a Dask cluster: blocks built there
+                layout = coo.arrange(grid, rng, duplicates)
+            else:
+                layout = arrange(coo, grid, rng, duplicates, parallel=threads > 1)
             del coo  # the layout is the one copy of the ratings kept while training
             # Squared loss with biases models r = mean + b_u + b_i + p.q: train on
             # centered values (the layout is fit's own copy, so in place is safe).
             global_mean = 0.0
             if params["biases"] and self._loss == "squared":
+                # Summed block by block, so that a fit whose blocks live on a
+                # cluster gets the same bits.
                 global_mean = (
-                    float(layout.values.mean(dtype=np.float64))
+                    float(np.sum(layout.value_sums())) / layout.nnz
                     if warm is None
                     else warm["global_mean"]
                 )
-                np.subtract(layout.values, np.float32(global_mean), out=layout.values)
+                layout.subtract(np.float32(global_mean))
             # Internal (relabeled) order: the rows of one stripe are contiguous in memory.
             permute_rows(user_factors, layout.user_perm)
             permute_rows(item_factors, layout.item_perm)
@@ -394,7 +413,10 @@ class MatrixFactorization(RecommenderMixin):
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        seen_indptr, seen_items = seen_items_csr(layout)
+        if getattr(layout, "remote", False):
+            seen_indptr, seen_items = layout.seen_items_csr()
+        else:
+            seen_indptr, seen_items = seen_items_csr(layout)
         if warm is not None:
             seen_indptr, seen_items = _merge_seen(warm["seen"], (seen_indptr, seen_items), m, n)
         # Commit the fitted state only now, so that a failed fit changes nothing.
@@ -467,8 +489,13 @@ class MatrixFactorization(RecommenderMixin):
             item_acc = np.ones(item_factors.shape[0], dtype=np.float32)
         state = (user_factors, item_factors, user_bias, item_bias)
 
+        remote = getattr(layout, "remote", False)
+
         def objective():
-            data_objective(loss, *arrays, *state, block_loss)
+            if remote:
+                runner.objective(state, block_loss)
+            else:
+                data_objective(loss, *arrays, *state, block_loss)
             penalty = _kernels.weighted_squared_norms(user_factors, layout.user_counts)
             penalty += _kernels.weighted_squared_norms(item_factors, layout.item_counts)
             if use_bias:

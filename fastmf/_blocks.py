@@ -79,10 +79,28 @@ class BlockLayout:
     user_counts: np.ndarray
     item_counts: np.ndarray
 
+    # The ratings are in this process (see fastmf.dask.ShardedLayout for the other case).
+    remote = False
+
     @property
     def nnz(self):
         """Number of stored ratings."""
         return self.rows.shape[0]
+
+    def value_sums(self):
+        """Each block's sum of values (float64), in block order."""
+        offsets = self.block_offsets
+        return np.array(
+            [
+                np.sum(self.values[offsets[b] : offsets[b + 1]], dtype=np.float64)
+                for b in range(offsets.shape[0] - 1)
+            ],
+            dtype=np.float64,
+        )
+
+    def subtract(self, value):
+        """Subtract ``value`` (float32) from every stored value, in place."""
+        np.subtract(self.values, value, out=self.values)
 
 
 def choose_grid(n_users, n_items, nnz, k):

@@ -22,7 +22,7 @@ def fingerprint(layout, params):
             "shape": [int(layout.user_perm.size), int(layout.item_perm.size)],
             "nnz": int(layout.nnz),
             "grid": int(layout.grid),
-            "values_sum": float(layout.values.sum(dtype=np.float64)),
+            "values_sum": float(np.sum(layout.value_sums())),
             "params": {
                 k: keep[k] for k in sorted(keep) if k not in ("n_epochs", "verbose", "n_threads")
             },

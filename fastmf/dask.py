@@ -10,6 +10,16 @@ factors are bit-for-bit those of ``fit`` on one machine with the same
 ``random_state`` and ``grid``. Item stripes move between workers as Dask
 sends a task's inputs to where it is pinned.
 
+The ratings may also stay distributed: pass a :class:`Shards` (``.npz``,
+Parquet or text files that the workers read, or a dask DataFrame) instead of
+in-memory data. The workers then read and check their shards, relabel and
+cut them into blocks, and keep them; the driver only ever holds per-user and
+per-item counts, the relabeling permutations and the factors (plus, at the
+end, the compact index of which items each user rated, 4 bytes per rating,
+used by ``recommend(exclude_seen=True)``). The blocks are built by the same
+per-block code as local training, so the factors are again bit-for-bit
+those of a local fit on the concatenated shards.
+
 Workers should run one thread each (``threads_per_worker=1``): the kernels
 are serial, and numba's thread pool must not be nested inside Dask's. With
 ``verbose=2`` the fit prints a line as each sub-epoch (stratum) completes;
@@ -17,14 +27,59 @@ the Dask dashboard shows the tasks as usual.
 """
 
 import operator
+import os
 import threading
 import time
 
 import numpy as np
 
-from . import _kernels
+from . import _blocks, _kernels
 
-__all__ = ["fit"]
+__all__ = ["Shards", "fit"]
+
+
+class Shards:
+    """Ratings that stay distributed: files the workers read, or a dask DataFrame.
+
+    Pass it to ``model.fit(shards, client=client)`` (or :func:`fit`). The
+    driver never loads the ratings: each worker reads, checks and keeps its
+    part. Ids must be integer indices (raw string ids need a global map:
+    build it with :class:`fastmf.ids.IdMap` first).
+
+    Parameters
+    ----------
+    source : list of str or path-like, or dask.dataframe.DataFrame
+        Files readable by every worker (a shared or network file system):
+        ``.npz`` files holding arrays ``rows``, ``cols`` and ``values``;
+        ``.parquet`` files; or delimited text files (read as by
+        :func:`fastmf.io.read_ratings`). Or a dask DataFrame, one shard per
+        partition. The ratings are taken in the order given (shard by shard),
+        which is what ``duplicates="last"`` refers to.
+    columns : three ints or three str, default=(0, 1, 2)
+        The user, item and value columns of Parquet, text and DataFrame
+        shards, by position or name.
+    """
+
+    def __init__(self, source, columns=(0, 1, 2)):
+        if _is_dask_frame(source):
+            self.frame, self.paths = source, None
+        else:
+            if isinstance(source, (str, bytes, os.PathLike)):
+                source = [source]
+            paths = list(source)
+            if not paths or not all(isinstance(path, (str, os.PathLike)) for path in paths):
+                raise TypeError(
+                    "Shards takes a non-empty list of file paths or a dask DataFrame; got "
+                    f"{type(source).__name__}."
+                )
+            self.frame, self.paths = None, [os.fspath(path) for path in paths]
+        if len(columns) != 3:
+            raise ValueError("columns must name three columns: user, item, value.")
+        self.columns = tuple(columns)
+
+    def __repr__(self):
+        what = f"{len(self.paths)} file(s)" if self.paths else "a dask DataFrame"
+        return f"Shards({what}, columns={self.columns!r})"
 
 
 def fit(model, X, client, **fit_params):
@@ -45,6 +100,365 @@ def fit(model, X, client, **fit_params):
         An ordinary fitted model (save, load, predict, recommend all work).
     """
     return model.fit(X, client=client, **fit_params)
+
+
+def _is_dask_frame(obj):
+    return hasattr(obj, "to_delayed") and hasattr(obj, "npartitions") and hasattr(obj, "columns")
+
+
+def as_shards(X):
+    """Return ``X`` as :class:`Shards` when it is sharded input, else None."""
+    if isinstance(X, Shards):
+        return X
+    if _is_dask_frame(X):
+        return Shards(X)
+    if isinstance(X, list) and X and all(isinstance(p, (str, os.PathLike)) for p in X):
+        return Shards(X)
+    return None
+
+
+def _load_part(source, columns, checker, duplicates, name):
+    """Worker task: read one shard and check it; returns ``(rows, cols, values)``."""
+    from .io import read_ratings
+
+    if isinstance(source, str):
+        if source.endswith(".npz"):
+            with np.load(source, allow_pickle=False) as stored:
+                if not {"rows", "cols", "values"} <= set(stored.files):
+                    raise ValueError(
+                        f"{name}: an .npz shard must hold arrays 'rows', 'cols' and 'values'; "
+                        f"it has {stored.files}."
+                    )
+                triplet = (stored["rows"], stored["cols"], stored["values"])
+        else:
+            raw = read_ratings(source, columns=columns)
+            triplet = (raw.users, raw.items, raw.values)
+    else:  # one partition of a dask DataFrame, as pandas
+        names = [source.columns[c] if isinstance(c, int) else c for c in columns]
+        missing = [c for c in names if c not in source.columns]
+        if missing:
+            raise ValueError(f"{name}: no column(s) {missing}; it has {list(source.columns)}.")
+        triplet = tuple(source[c].to_numpy() for c in names)
+    if len(triplet[0]) == 0:  # an empty partition is fine; empty data overall is not
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
+    try:
+        coo = checker._check_input(triplet, None, duplicates)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{name}: {error}") from None
+    return coo.rows, coo.cols, coo.values
+
+
+def _summarize(part):
+    rows, cols, _ = part
+    if rows.shape[0] == 0:
+        return 0, -1, -1
+    return rows.shape[0], int(rows.max()), int(cols.max())
+
+
+def _split_by_stripe(part, user_new, item_new, grid, index_dtype):
+    """Worker task: relabel one shard and cut it by user stripe, keeping its order."""
+    rows, cols, values = part
+    m = user_new.shape[0]
+    users = user_new[rows]
+    stripe = (users * grid) // m
+    order = np.argsort(stripe, kind="stable")
+    bounds = np.searchsorted(stripe[order], np.arange(grid + 1))
+    users = users[order].astype(index_dtype)
+    items = item_new[cols][order].astype(index_dtype)
+    values = values[order]
+    return [(users[lo:hi], items[lo:hi], values[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def _build_stripe(pieces, seeds, policy, grid, n, user_bounds, item_bounds):
+    """Worker task: arrange one user stripe into its ``grid`` blocks, as local training does.
+
+    Returns the blocks (in stripe-local ids, as :class:`DaskEpochs` runs them)
+    and the stripe's statistics for the driver.
+    """
+    rows = np.concatenate([piece[0] for piece in pieces])
+    cols = np.concatenate([piece[1] for piece in pieces])
+    values = np.concatenate([piece[2] for piece in pieces])
+    item_stripe = (cols.astype(np.int64) * grid) // n
+    order = np.argsort(item_stripe, kind="stable")  # input order kept within a block
+    rows, cols, values = rows[order], cols[order], values[order]
+    offsets = np.zeros(grid + 1, dtype=np.int64)
+    np.cumsum(np.bincount(item_stripe, minlength=grid), out=offsets[1:])
+    results = np.zeros((grid, 4), dtype=np.int64)
+    _blocks._canonicalize_serial(
+        rows, cols, values, offsets, seeds, policy, _blocks.INTERLEAVE, results
+    )
+    user_lo, user_hi = user_bounds
+    blocks, sums = [], []
+    user_counts = np.zeros(user_hi - user_lo, dtype=np.float64)
+    item_counts = np.zeros(n, dtype=np.float64)
+    for bi in range(grid):
+        start, kept = offsets[bi], results[bi, 0]
+        block_values = values[start : start + kept].copy()
+        if not np.isfinite(block_values).all():
+            raise ValueError(
+                "Summing duplicate entries overflowed float32; rescale the values or use "
+                "duplicates='last'."
+            )
+        block_rows = (rows[start : start + kept] - user_lo).astype(np.int32)
+        block_cols = (cols[start : start + kept] - item_bounds[bi]).astype(np.int32)
+        user_counts += np.bincount(block_rows, minlength=user_hi - user_lo)
+        item_counts[item_bounds[bi] : item_bounds[bi + 1]] += np.bincount(
+            block_cols, minlength=item_bounds[bi + 1] - item_bounds[bi]
+        )
+        sums.append(_value_sum(block_values))
+        blocks.append((block_rows, block_cols, block_values))
+    stats = {
+        "kept": results[:, 0].copy(),
+        "duplicates": results[:, 1].copy(),
+        "first_duplicate": results[:, 2:4].copy(),
+        "value_sums": np.array(sums, dtype=np.float64),
+        "user_counts": user_counts,
+        "item_counts": item_counts,
+    }
+    return blocks, stats
+
+
+def _value_sum(values):
+    """Sum of one block's values in float64; the same call as ``BlockLayout.value_sums``."""
+    return float(np.sum(values, dtype=np.float64))
+
+
+def _block_value_sum(block):
+    return _value_sum(block[2])
+
+
+def _subtract(block, value):
+    rows, cols, values = block
+    return rows, cols, values - value
+
+
+def _block_objective(loss, block, user_state, item_state):
+    """Worker task: one block's data loss (float64), as local training computes it."""
+    rows, cols, values = block
+    out = np.zeros(1, dtype=np.float64)
+    _kernels.objective_serial(
+        loss,
+        rows,
+        cols,
+        values,
+        np.array([0, rows.shape[0]], dtype=np.int64),
+        user_state[0],
+        item_state[0],
+        user_state[1],
+        item_state[1],
+        out,
+    )
+    return out[0]
+
+
+def _stripe_seen(blocks, item_bounds, item_perm, stripe_size):
+    """Worker task: the original item ids each user of one stripe rated, grouped by user."""
+    rows = np.concatenate([block[0] for block in blocks])
+    cols = np.concatenate(
+        [block[1].astype(np.int64) + item_bounds[bi] for bi, block in enumerate(blocks)]
+    )
+    order = np.argsort(rows, kind="stable")
+    counts = np.bincount(rows, minlength=stripe_size).astype(np.int64)
+    return counts, item_perm[cols[order]].astype(np.int32)
+
+
+class ShardedLayout:
+    """The block layout of a fit whose blocks stay on the Dask workers.
+
+    Has the attributes of :class:`fastmf._blocks.BlockLayout` that the driver
+    needs (``grid``, ``block_offsets``, permutations, counts, ``nnz``); the
+    ratings themselves (``rows``, ``cols``, ``values``) are None here and live
+    in ``blocks``, futures of stripe-local ``(rows, cols, values)`` held by
+    the worker ``owner[user stripe]``.
+    """
+
+    remote = True
+    rows = cols = values = None
+
+    def __init__(self, client, grid, user_perm, item_perm, owner, blocks, stats):
+        self.client, self.grid, self.owner, self.blocks = client, grid, owner, blocks
+        self.user_perm, self.item_perm = user_perm, item_perm
+        kept = np.concatenate([stripe["kept"] for stripe in stats])
+        self.block_offsets = np.zeros(grid * grid + 1, dtype=np.int64)
+        np.cumsum(kept, out=self.block_offsets[1:])
+        self.user_counts = np.concatenate([stripe["user_counts"] for stripe in stats])
+        self.item_counts = np.sum([stripe["item_counts"] for stripe in stats], axis=0)
+        self._value_sums = np.concatenate([stripe["value_sums"] for stripe in stats])
+
+    @property
+    def nnz(self):
+        """Number of stored ratings."""
+        return int(self.block_offsets[-1])
+
+    def value_sums(self):
+        """Each block's sum of values (float64), in block order."""
+        if self._value_sums is None:
+            futures = [
+                self.client.submit(_block_value_sum, self.blocks[b], pure=False)
+                for b in range(self.grid**2)
+            ]
+            self._value_sums = np.array(self.client.gather(futures), dtype=np.float64)
+        return self._value_sums
+
+    def subtract(self, value):
+        """Subtract ``value`` (float32) from every stored value, on the workers."""
+        for b in range(self.grid**2):
+            self.blocks[b] = self.client.submit(
+                _subtract,
+                self.blocks[b],
+                value,
+                workers=[self.owner[b // self.grid]],
+                pure=False,
+            )
+        self._value_sums = None
+
+    def seen_items_csr(self):
+        """Like :func:`fastmf._blocks.seen_items_csr`, assembled stripe by stripe."""
+        m, grid = self.user_perm.shape[0], self.grid
+        user_bounds = _stripe_bounds(m, grid)
+        item_bounds = _stripe_bounds(self.item_perm.shape[0], grid)
+        counts = np.empty(m, dtype=np.int64)
+        counts[self.user_perm] = self.user_counts.astype(np.int64)
+        indptr = np.zeros(m + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        items = np.empty(self.nnz, dtype=np.int32)
+        item_perm = self.client.scatter(self.item_perm, broadcast=True)
+        for bu in range(grid):
+            future = self.client.submit(
+                _stripe_seen,
+                [self.blocks[bu * grid + bi] for bi in range(grid)],
+                item_bounds,
+                item_perm,
+                user_bounds[bu + 1] - user_bounds[bu],
+                workers=[self.owner[bu]],
+                pure=False,
+            )
+            stripe_counts, stripe_items = future.result()
+            _place_runs(
+                stripe_items,
+                stripe_counts,
+                self.user_perm[user_bounds[bu] : user_bounds[bu + 1]],
+                indptr,
+                items,
+            )
+        return indptr, items
+
+
+def _place_runs(stripe_items, stripe_counts, original_users, indptr, out):
+    position = 0
+    for user, count in zip(original_users, stripe_counts):
+        out[indptr[user] : indptr[user] + count] = stripe_items[position : position + count]
+        position += count
+
+
+def open_shards(client, shards, model, shape, duplicates):
+    """Read and check the shards on the workers; returns a :class:`ShardSource`."""
+    checker = type(model)(**model.get_params())
+    if shards.frame is not None:
+        frames = client.compute(shards.frame.to_delayed())
+        names = [f"partition {i}" for i in range(len(frames))]
+        sources = frames
+    else:
+        names, sources = list(shards.paths), list(shards.paths)
+    parts = [
+        client.submit(_load_part, source, shards.columns, checker, duplicates, name, pure=False)
+        for source, name in zip(sources, names)
+    ]
+    summaries = client.gather([client.submit(_summarize, part, pure=False) for part in parts])
+    del sources
+    nnz = sum(count for count, _, _ in summaries)
+    if nnz == 0:
+        raise ValueError(
+            f"The shards hold no ratings ({len(parts)} shard(s) read); nothing to fit."
+        )
+    top = (max(s[1] for s in summaries), max(s[2] for s in summaries))
+    if shape is None:
+        shape = (top[0] + 1, top[1] + 1)
+    else:
+        shape = tuple(int(dim) for dim in shape)
+        for what, axis in (("row", 0), ("column", 1)):
+            if top[axis] >= shape[axis]:
+                raise ValueError(
+                    f"{what} index {top[axis]} is out of range for shape {shape} (axis {axis} "
+                    f"has {shape[axis]} entries). Pass a larger shape, or omit it to infer it."
+                )
+    return ShardSource(client, parts, shape, nnz)
+
+
+class ShardSource:
+    """Checked shards on the workers, ready to be arranged into blocks."""
+
+    remote = True
+
+    def __init__(self, client, parts, shape, nnz):
+        self.client, self.parts, self.shape, self.nnz = client, parts, shape, nnz
+
+    def arrange(self, grid, rng, duplicates):
+        """Like :func:`fastmf._blocks.arrange`, the same random draws; blocks stay on workers."""
+        client = self.client
+        m, n = self.shape
+        user_perm = rng.permutation(m)
+        item_perm = rng.permutation(n)
+        seeds = rng.integers(0, np.iinfo(np.int64).max, size=grid * grid, dtype=np.int64)
+        workers = sorted(client.scheduler_info()["workers"])
+        if not workers:
+            raise RuntimeError("The Dask cluster has no workers.")
+        owner = [workers[b % len(workers)] for b in range(grid)]
+        index_dtype = np.int32 if max(m, n) <= np.iinfo(np.int32).max else np.int64
+        user_new, item_new = (
+            client.scatter(_blocks.inverse_permutation(perm), broadcast=True)
+            for perm in (user_perm, item_perm)
+        )
+        split = [
+            client.submit(_split_by_stripe, part, user_new, item_new, grid, index_dtype, pure=False)
+            for part in self.parts
+        ]
+        user_bounds = _stripe_bounds(m, grid)
+        item_bounds = _stripe_bounds(n, grid)
+        built = []
+        for bu in range(grid):
+            pieces = [client.submit(operator.getitem, s, bu, pure=False) for s in split]
+            built.append(
+                client.submit(
+                    _build_stripe,
+                    pieces,
+                    seeds[bu * grid : (bu + 1) * grid],
+                    _blocks._DUPLICATE_CODES[duplicates],
+                    grid,
+                    n,
+                    (user_bounds[bu], user_bounds[bu + 1]),
+                    item_bounds,
+                    workers=[owner[bu]],
+                    pure=False,
+                )
+            )
+        stats = client.gather(
+            [
+                client.submit(operator.getitem, b, 1, workers=[owner[bu]])
+                for bu, b in enumerate(built)
+            ]
+        )
+        blocks = {}
+        for bu, future in enumerate(built):
+            stripe_blocks = client.submit(operator.getitem, future, 0, workers=[owner[bu]])
+            for bi in range(grid):
+                blocks[bu * grid + bi] = client.submit(
+                    operator.getitem, stripe_blocks, bi, workers=[owner[bu]]
+                )
+        self.parts = None  # the shards as read are no longer needed on the workers
+        n_duplicates = int(sum(stripe["duplicates"].sum() for stripe in stats))
+        if n_duplicates and duplicates == "raise":
+            for stripe in stats:
+                first = np.flatnonzero(stripe["duplicates"])
+                if first.size:
+                    user, item = stripe["first_duplicate"][first[0]]
+                    break
+            raise ValueError(
+                f"The input gives {n_duplicates} (row, col) pair(s) more than once, e.g. "
+                f"({int(user_perm[user])}, {int(item_perm[item])}). Remove the duplicates, or "
+                "pass duplicates='sum' or duplicates='last'."
+            )
+        return ShardedLayout(client, grid, user_perm, item_perm, owner, blocks, stats)
 
 
 def _stripe_bounds(size, grid):
@@ -80,28 +494,76 @@ class DaskEpochs:
     """Runs the epochs of one fit on a Dask cluster (created by ``fit(..., client=...)``)."""
 
     def __init__(self, client, layout, loss, report=None):
-        workers = sorted(client.scheduler_info()["workers"])
-        if not workers:
-            raise RuntimeError("The Dask cluster has no workers.")
         self.client, self.loss, self.grid, self.report = client, loss, layout.grid, report
         grid = layout.grid
         self.user_bounds = _stripe_bounds(layout.user_perm.shape[0], grid)
         self.item_bounds = _stripe_bounds(layout.item_perm.shape[0], grid)
-        self.owner = [workers[b % len(workers)] for b in range(grid)]
-        self.blocks = {}
-        for block in range(grid * grid):
-            bu, bi = divmod(block, grid)
-            start, end = layout.block_offsets[block], layout.block_offsets[block + 1]
-            local = (
-                (layout.rows[start:end] - self.user_bounds[bu]).astype(np.int32),
-                (layout.cols[start:end] - self.item_bounds[bi]).astype(np.int32),
-                layout.values[start:end].copy(),
-            )
-            self.blocks[block] = client.scatter([local], workers=[self.owner[bu]])[0]
+        if getattr(layout, "remote", False):  # the blocks are already on the workers
+            self.owner, self.blocks = layout.owner, layout.blocks
+        else:
+            workers = sorted(client.scheduler_info()["workers"])
+            if not workers:
+                raise RuntimeError("The Dask cluster has no workers.")
+            self.owner = [workers[b % len(workers)] for b in range(grid)]
+            self.blocks = {}
+            for block in range(grid * grid):
+                bu, bi = divmod(block, grid)
+                start, end = layout.block_offsets[block], layout.block_offsets[block + 1]
+                local = (
+                    (layout.rows[start:end] - self.user_bounds[bu]).astype(np.int32),
+                    (layout.cols[start:end] - self.item_bounds[bi]).astype(np.int32),
+                    layout.values[start:end].copy(),
+                )
+                self.blocks[block] = client.scatter([local], workers=[self.owner[bu]], hash=False)[
+                    0
+                ]
         # Bytes sent between processes in the last epoch: stripes scattered
         # and gathered by the client, and item stripes handed between workers.
         self.bytes_moved = 0
         self.tasks = 0
+        # The stripes as the last epoch left them on the workers (for the objective).
+        self._stripes = None
+
+    def objective(self, state, block_loss):
+        """Write each block's data loss into ``block_loss``, computed on the workers."""
+        client, grid = self.client, self.grid
+        if self._stripes is None:  # e.g. before the first epoch: send the driver's state
+            user_arrays, item_arrays = (state[0], state[2], None), (state[1], state[3], None)
+            users = {
+                b: client.scatter(
+                    [self._stripe(user_arrays, self.user_bounds, b)],
+                    workers=[self.owner[b]],
+                    hash=False,
+                )[0]
+                for b in range(grid)
+            }
+            items = {
+                b: client.scatter([self._stripe(item_arrays, self.item_bounds, b)], hash=False)[0]
+                for b in range(grid)
+            }
+        else:
+            users, items = self._stripes
+        self._stripes = None
+        futures = [
+            client.submit(
+                _block_objective,
+                self.loss,
+                self.blocks[block],
+                users[block // grid],
+                items[block % grid],
+                workers=[self.owner[block // grid]],
+                pure=False,
+            )
+            for block in range(grid * grid)
+        ]
+        try:
+            block_loss[:] = client.gather(futures)
+        except Exception as error:
+            raise RuntimeError(
+                f"The Dask cluster lost work while computing the objective "
+                f"({type(error).__name__}: {error}). The model is unchanged; fit again with "
+                "resume=<checkpoint> to continue from the last completed epoch."
+            ) from error
 
     def _stripe(self, arrays, bounds, b):
         lo, hi = bounds[b], bounds[b + 1]
@@ -126,7 +588,9 @@ class DaskEpochs:
         first_user_of_item = {int(b % grid): int(b // grid) for b in schedule[0]}
         users = {
             b: client.scatter(
-                [self._stripe(user_arrays, self.user_bounds, b)], workers=[self.owner[b]]
+                [self._stripe(user_arrays, self.user_bounds, b)],
+                workers=[self.owner[b]],
+                hash=False,
             )[0]
             for b in range(grid)
         }
@@ -134,6 +598,7 @@ class DaskEpochs:
             b: client.scatter(
                 [self._stripe(item_arrays, self.item_bounds, b)],
                 workers=[self.owner[first_user_of_item[b]]],
+                hash=False,
             )[0]
             for b in range(grid)
         }
@@ -181,6 +646,7 @@ class DaskEpochs:
                 users[bu] = client.submit(operator.getitem, out, 0, workers=where, pure=False)
                 items[bi] = client.submit(operator.getitem, out, 1, workers=where, pure=False)
         gathered = [client.gather([futures[b] for b in range(grid)]) for futures in (users, items)]
+        self._stripes = (users, items)
         if self.report is not None:  # done-callbacks run on the client's thread: let them finish
             deadline = time.perf_counter() + 5.0
             while sum(done) < grid * grid and time.perf_counter() < deadline:
