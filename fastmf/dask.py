@@ -645,18 +645,18 @@ class DaskEpochs:
                     out.add_done_callback(finished(index))
                 users[bu] = client.submit(operator.getitem, out, 0, workers=where, pure=False)
                 items[bi] = client.submit(operator.getitem, out, 1, workers=where, pure=False)
-        gathered = [client.gather([futures[b] for b in range(grid)]) for futures in (users, items)]
+        # Stripe by stripe, so the driver holds one extra stripe, not a copy of the factors.
+        for futures, arrays, bounds in (
+            (users, user_arrays, self.user_bounds),
+            (items, item_arrays, self.item_bounds),
+        ):
+            for b in range(grid):
+                lo, hi = bounds[b], bounds[b + 1]
+                for target, part in zip(arrays, futures[b].result()):
+                    if target is not None:
+                        target[lo:hi] = part
         self._stripes = (users, items)
         if self.report is not None:  # done-callbacks run on the client's thread: let them finish
             deadline = time.perf_counter() + 5.0
             while sum(done) < grid * grid and time.perf_counter() < deadline:
                 time.sleep(0.001)
-        for stripes, arrays, bounds in (
-            (gathered[0], user_arrays, self.user_bounds),
-            (gathered[1], item_arrays, self.item_bounds),
-        ):
-            for b, stripe in enumerate(stripes):
-                lo, hi = bounds[b], bounds[b + 1]
-                for target, part in zip(arrays, stripe):
-                    if target is not None:
-                        target[lo:hi] = part
