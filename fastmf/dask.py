@@ -88,8 +88,10 @@ def fit(model, X, client, **fit_params):
     Parameters
     ----------
     model : RealValueMF or BinaryMF
-    X : array_like, scipy.sparse matrix, (rows, cols, values) tuple, or Dataset
-        In-memory ratings, as for :meth:`~fastmf.MatrixFactorization.fit`.
+    X : array_like, scipy.sparse matrix, (rows, cols, values) tuple, Dataset, or Shards
+        In-memory ratings, as for :meth:`~fastmf.MatrixFactorization.fit`; or
+        ratings that stay on the workers: a :class:`Shards`, a dask DataFrame
+        (its first three columns) or a list of ``.npz``/Parquet/text file paths.
     client : distributed.Client
     **fit_params
         Passed to ``fit`` (``shape``, ``X_val``, ``callback``, ...).
