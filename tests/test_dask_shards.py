@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import random_coo
 
+import fastmf
 from fastmf import BinaryMF, RealValueMF
 
 distributed = pytest.importorskip("distributed")
@@ -63,6 +64,9 @@ def test_npz_shards_give_the_local_factors_bit_for_bit(client, tmp_path, model_c
     assert digest(remote) == digest(local)
     assert seen_sets(remote) == seen_sets(local)
     np.testing.assert_array_equal(remote.recommend(0, n=5)[0], local.recommend(0, n=5)[0])
+    remote.save(tmp_path / "model.npz")  # an ordinary fitted model
+    loaded = fastmf.load(tmp_path / "model.npz")
+    np.testing.assert_array_equal(loaded.predict(rows, cols), local.predict(rows, cols))
 
 
 def test_a_dask_dataframe_and_parquet_files_give_the_same_factors(client, tmp_path):
