@@ -15,6 +15,7 @@ from ._blocks import (
     inverse_permutation,
     permute_rows,
     seen_items_csr,
+    stripe_bounds,
 )
 from ._jit import numba_threads, resolve_threads
 from ._persistence import save_model
@@ -488,21 +489,30 @@ class MatrixFactorization(RecommenderMixin):
             user_acc = np.ones(user_factors.shape[0], dtype=np.float32)
             item_acc = np.ones(item_factors.shape[0], dtype=np.float32)
         state = (user_factors, item_factors, user_bias, item_bias)
-
-        remote = getattr(layout, "remote", False)
+        user_bounds = stripe_bounds(user_factors.shape[0], layout.grid)
+        item_bounds = stripe_bounds(item_factors.shape[0], layout.grid)
 
         def objective():
-            if remote:
-                runner.objective(state, block_loss)
+            """Return the objective and whether the state is finite (None: check here)."""
+            if runner is not None:  # computed where the state lives
+                penalty, finite = runner.objective(block_loss)
             else:
                 data_objective(loss, *arrays, *state, block_loss)
-            penalty = _kernels.weighted_squared_norms(user_factors, layout.user_counts)
-            penalty += _kernels.weighted_squared_norms(item_factors, layout.item_counts)
-            if use_bias:
-                penalty += _kernels.weighted_squared_norms(user_bias[:, None], layout.user_counts)
-                penalty += _kernels.weighted_squared_norms(item_bias[:, None], layout.item_counts)
+                penalty, finite = 0.0, None
+                # Stripe by stripe, in the order the cluster's stripes are added up.
+                for factors, counts, bounds in (
+                    (user_factors, layout.user_counts, user_bounds),
+                    (item_factors, layout.item_counts, item_bounds),
+                    (user_bias, layout.user_counts, user_bounds),
+                    (item_bias, layout.item_counts, item_bounds),
+                ):
+                    if factors is None:
+                        continue
+                    matrix = factors if factors.ndim == 2 else factors[:, None]
+                    for lo, hi in zip(bounds[:-1], bounds[1:]):
+                        penalty += _kernels.weighted_squared_norms(matrix[lo:hi], counts[lo:hi])
             # Blocks are added in a fixed order: same bits for any thread count.
-            return (block_loss.sum() + 0.5 * float(l2) * penalty) / layout.nnz
+            return (block_loss.sum() + 0.5 * float(l2) * penalty) / layout.nnz, finite
 
         def validation_loss():
             scores = np.empty(val[0].shape[0], dtype=np.float32)
@@ -517,10 +527,12 @@ class MatrixFactorization(RecommenderMixin):
         try:
             loss_curve, val_curve = [], []
             epochs_without_improvement = 0
-            best = objective()
+            all_state = (*state, user_acc, item_acc)
+            if runner is not None:
+                runner.push(state, user_acc, item_acc)
+            best, _ = objective()
             best_val, best_epoch, best_state = np.inf, None, None
             first_epoch = 1
-            all_state = (*state, user_acc, item_acc)
             if checkpoint is not None or resume is not None:
                 print_ = _checkpoint.fingerprint(layout, params)
             if resume is not None:
@@ -531,16 +543,21 @@ class MatrixFactorization(RecommenderMixin):
                 epochs_without_improvement = progress["epochs_without_improvement"]
                 best_state = progress.get("_best_state")
                 first_epoch = len(loss_curve) + 1
+                if runner is not None:
+                    runner.push(state, user_acc, item_acc)
             for epoch in range(first_epoch, n_epochs + 1):
                 schedule = epoch_schedule(layout.grid, rng)
                 start = time.perf_counter()
                 if runner is None:
                     sgd_epoch(loss, *arrays, schedule, *state, user_acc, item_acc, lr, l2)
                 else:  # the same schedule, block by block on a cluster
-                    runner(schedule, state, user_acc, item_acc, lr, l2)
+                    runner(schedule, lr, l2)
                 seconds = time.perf_counter() - start
-                current = objective()
-                finite = all(np.isfinite(array).all() for array in state if array is not None)
+                current, finite = objective()
+                if finite is None:
+                    finite = all(np.isfinite(array).all() for array in state if array is not None)
+                if runner is not None and (val is not None or checkpoint is not None):
+                    runner.pull(state, user_acc, item_acc)  # the client needs the factors
                 if not (np.isfinite(current) and finite):
                     raise DivergenceError(
                         f"{type(self).__name__} diverged in epoch {epoch}: the objective became "
@@ -605,6 +622,8 @@ class MatrixFactorization(RecommenderMixin):
                     )
                 if stop:
                     break
+            if runner is not None:
+                runner.pull(state, user_acc, item_acc)
             if best_state is not None:
                 for array, saved in zip(state, best_state):
                     if array is not None:

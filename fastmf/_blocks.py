@@ -225,6 +225,14 @@ def epoch_schedule(grid, rng):
     )
 
 
+def stripe_bounds(size, grid):
+    """First index of each of the ``grid`` stripes of ``range(size)``, and ``size``.
+
+    Index ``i`` is in stripe ``i * grid // size``, as in :func:`_stripe`.
+    """
+    return [(b * size + grid - 1) // grid for b in range(grid)] + [size]
+
+
 def inverse_permutation(permutation):
     """Return the inverse of a permutation array (int64)."""
     inverse = np.empty_like(permutation)

@@ -317,8 +317,8 @@ class ShardedLayout:
     def seen_items_csr(self):
         """Like :func:`fastmf._blocks.seen_items_csr`, assembled stripe by stripe."""
         m, grid = self.user_perm.shape[0], self.grid
-        user_bounds = _stripe_bounds(m, grid)
-        item_bounds = _stripe_bounds(self.item_perm.shape[0], grid)
+        user_bounds = _blocks.stripe_bounds(m, grid)
+        item_bounds = _blocks.stripe_bounds(self.item_perm.shape[0], grid)
         counts = np.empty(m, dtype=np.int64)
         counts[self.user_perm] = self.user_counts.astype(np.int64)
         indptr = np.zeros(m + 1, dtype=np.int64)
@@ -415,8 +415,8 @@ class ShardSource:
             client.submit(_split_by_stripe, part, user_new, item_new, grid, index_dtype, pure=False)
             for part in self.parts
         ]
-        user_bounds = _stripe_bounds(m, grid)
-        item_bounds = _stripe_bounds(n, grid)
+        user_bounds = _blocks.stripe_bounds(m, grid)
+        item_bounds = _blocks.stripe_bounds(n, grid)
         built = []
         for bu in range(grid):
             pieces = [client.submit(operator.getitem, s, bu, pure=False) for s in split]
@@ -463,11 +463,6 @@ class ShardSource:
         return ShardedLayout(client, grid, user_perm, item_perm, owner, blocks, stats)
 
 
-def _stripe_bounds(size, grid):
-    """First index of each stripe (and the end), matching ``_blocks._stripe``."""
-    return [(b * size + grid - 1) // grid for b in range(grid)] + [size]
-
-
 def _run_block(loss, block, user_state, item_state, lr, l2):
     """Worker task: one block of SGD on copies of its user and item stripes."""
     rows, cols, values = block
@@ -493,13 +488,21 @@ def _run_block(loss, block, user_state, item_state, lr, l2):
 
 
 class DaskEpochs:
-    """Runs the epochs of one fit on a Dask cluster (created by ``fit(..., client=...)``)."""
+    """Runs the epochs of one fit on a Dask cluster (created by ``fit(..., client=...)``).
+
+    The training state (factors, biases, AdaGrad accumulators) lives on the
+    workers between epochs, as stripe futures: user stripe ``b`` on the worker
+    that owns it, each item stripe wherever its last block ran. The client
+    sends it once (:meth:`push`) and copies it back only when it needs it
+    (:meth:`pull`: validation, checkpoints, the end of the fit); the objective
+    and the divergence check run on the workers.
+    """
 
     def __init__(self, client, layout, loss, report=None):
         self.client, self.loss, self.grid, self.report = client, loss, layout.grid, report
         grid = layout.grid
-        self.user_bounds = _stripe_bounds(layout.user_perm.shape[0], grid)
-        self.item_bounds = _stripe_bounds(layout.item_perm.shape[0], grid)
+        self.user_bounds = _blocks.stripe_bounds(layout.user_perm.shape[0], grid)
+        self.item_bounds = _blocks.stripe_bounds(layout.item_perm.shape[0], grid)
         if getattr(layout, "remote", False):  # the blocks are already on the workers
             self.owner, self.blocks = layout.owner, layout.blocks
         else:
@@ -516,101 +519,139 @@ class DaskEpochs:
                     (layout.cols[start:end] - self.item_bounds[bi]).astype(np.int32),
                     layout.values[start:end].copy(),
                 )
-                self.blocks[block] = client.scatter([local], workers=[self.owner[bu]], hash=False)[
-                    0
-                ]
-        # Bytes sent between processes in the last epoch: stripes scattered
-        # and gathered by the client, and item stripes handed between workers.
+                self.blocks[block] = self._scatter(local, self.owner[bu])
+        self.user_counts = {
+            b: self._scatter(self._part(layout.user_counts, self.user_bounds, b), self.owner[b])
+            for b in range(grid)
+        }
+        self.item_counts = {
+            b: self._scatter(self._part(layout.item_counts, self.item_bounds, b), self.owner[b])
+            for b in range(grid)
+        }
+        self.users = self.items = None  # the training state, once pushed
+        self.holder = None  # the worker holding each item stripe
+        self.stripe_bytes = None
+        # Bytes sent between processes and tasks run in the last epoch (with
+        # its objective): item stripes handed between workers, plus whatever
+        # the client pushed or pulled.
         self.bytes_moved = 0
         self.tasks = 0
-        # The stripes as the last epoch left them on the workers (for the objective).
-        self._stripes = None
 
-    def objective(self, state, block_loss):
-        """Write each block's data loss into ``block_loss``, computed on the workers."""
-        client, grid = self.client, self.grid
-        if self._stripes is None:  # e.g. before the first epoch: send the driver's state
-            user_arrays, item_arrays = (state[0], state[2], None), (state[1], state[3], None)
-            users = {
-                b: client.scatter(
-                    [self._stripe(user_arrays, self.user_bounds, b)],
-                    workers=[self.owner[b]],
-                    hash=False,
-                )[0]
-                for b in range(grid)
-            }
-            items = {
-                b: client.scatter([self._stripe(item_arrays, self.item_bounds, b)], hash=False)[0]
-                for b in range(grid)
-            }
-        else:
-            users, items = self._stripes
-        self._stripes = None
-        futures = [
-            client.submit(
-                _block_objective,
-                self.loss,
-                self.blocks[block],
-                users[block // grid],
-                items[block % grid],
-                workers=[self.owner[block // grid]],
-                pure=False,
-            )
-            for block in range(grid * grid)
-        ]
-        try:
-            block_loss[:] = client.gather(futures)
-        except Exception as error:
-            raise RuntimeError(
-                f"The Dask cluster lost work while computing the objective "
-                f"({type(error).__name__}: {error}). The model is unchanged; fit again with "
-                "resume=<checkpoint> to continue from the last completed epoch."
-            ) from error
+    def _scatter(self, data, worker):
+        # hash=False: equal contents (e.g. two stripes of zero biases) must not share a key.
+        return self.client.scatter([data], workers=[worker], hash=False)[0]
 
-    def _stripe(self, arrays, bounds, b):
-        lo, hi = bounds[b], bounds[b + 1]
-        return tuple(None if a is None else np.ascontiguousarray(a[lo:hi]) for a in arrays)
+    @staticmethod
+    def _part(array, bounds, b):
+        return None if array is None else np.ascontiguousarray(array[bounds[b] : bounds[b + 1]])
 
-    def __call__(self, schedule, state, user_acc, item_acc, lr, l2):
-        """Run one epoch of ``schedule``; update ``state`` and accumulators in place."""
-        try:
-            self._epoch(schedule, state, user_acc, item_acc, lr, l2)
-        except Exception as error:  # a lost worker, a killed task, a broken connection
-            raise RuntimeError(
-                f"The Dask cluster lost work during this epoch ({type(error).__name__}: {error}). "
-                "The model is unchanged; fit again with resume=<checkpoint> to continue from the "
-                "last completed epoch (pass checkpoint=<path> to fit to write one)."
-            ) from error
+    def _lost(self, during, error):
+        detail = " ".join(str(error).split())  # Dask's messages span lines
+        return RuntimeError(
+            f"The Dask cluster lost work during {during} ({type(error).__name__}: {detail}). "
+            "The model is unchanged; fit again with resume=<checkpoint> to continue from the "
+            "last completed epoch (pass checkpoint=<path> to fit to write one)."
+        )
 
-    def _epoch(self, schedule, state, user_acc, item_acc, lr, l2):
+    def push(self, state, user_acc, item_acc):
+        """Send the client's training state to the workers (at the start, after resuming)."""
         user_factors, item_factors, user_bias, item_bias = state
         user_arrays = (user_factors, user_bias, user_acc)
         item_arrays = (item_factors, item_bias, item_acc)
-        grid, client = self.grid, self.client
-        first_user_of_item = {int(b % grid): int(b // grid) for b in schedule[0]}
-        users = {
-            b: client.scatter(
-                [self._stripe(user_arrays, self.user_bounds, b)],
-                workers=[self.owner[b]],
-                hash=False,
-            )[0]
+        grid = self.grid
+        self.users = {
+            b: self._scatter(
+                tuple(self._part(a, self.user_bounds, b) for a in user_arrays), self.owner[b]
+            )
             for b in range(grid)
         }
-        items = {
-            b: client.scatter(
-                [self._stripe(item_arrays, self.item_bounds, b)],
-                workers=[self.owner[first_user_of_item[b]]],
-                hash=False,
-            )[0]
+        self.items = {
+            b: self._scatter(
+                tuple(self._part(a, self.item_bounds, b) for a in item_arrays), self.owner[b]
+            )
             for b in range(grid)
         }
-        stripe_bytes = [
-            sum(a.nbytes for a in self._stripe(item_arrays, self.item_bounds, b) if a is not None)
+        self.holder = {b: self.owner[b] for b in range(grid)}
+        self.stripe_bytes = [
+            sum(self._part(a, self.item_bounds, b).nbytes for a in item_arrays if a is not None)
             for b in range(grid)
         ]
-        all_bytes = sum(a.nbytes for a in (*user_arrays, *item_arrays) if a is not None)
-        self.bytes_moved, self.tasks = 2 * all_bytes, 0
-        holder = {b: self.owner[first_user_of_item[b]] for b in range(grid)}
+        self.bytes_moved += sum(a.nbytes for a in (*user_arrays, *item_arrays) if a is not None)
+
+    def pull(self, state, user_acc, item_acc):
+        """Copy the workers' training state into the client's arrays, stripe by stripe."""
+        user_factors, item_factors, user_bias, item_bias = state
+        try:
+            for futures, arrays, bounds in (
+                (self.users, (user_factors, user_bias, user_acc), self.user_bounds),
+                (self.items, (item_factors, item_bias, item_acc), self.item_bounds),
+            ):
+                for b in range(self.grid):
+                    lo, hi = bounds[b], bounds[b + 1]
+                    for target, part in zip(arrays, futures[b].result()):
+                        if target is not None:
+                            target[lo:hi] = part
+                            self.bytes_moved += part.nbytes
+        except Exception as error:
+            raise self._lost("a transfer of the factors", error) from error
+
+    def objective(self, block_loss):
+        """Compute the objective's parts on the workers.
+
+        Writes each block's data loss into ``block_loss`` and returns
+        ``(penalty, finite)``: the weighted squared norms summed stripe by
+        stripe in the same order as local training, and whether every factor,
+        bias and accumulator is finite.
+        """
+        client, grid = self.client, self.grid
+        try:
+            losses = []
+            for bi in range(grid):  # a worker fetches an item stripe once, then reuses it
+                needed = {self.owner[bu] for bu in range(grid)} - {self.holder[bi]}
+                self.bytes_moved += len(needed) * self.stripe_bytes[bi]
+            for block in range(grid * grid):
+                bu, bi = divmod(block, grid)
+                losses.append(
+                    client.submit(
+                        _block_objective,
+                        self.loss,
+                        self.blocks[block],
+                        self.users[bu],
+                        self.items[bi],
+                        workers=[self.owner[bu]],
+                        pure=False,
+                    )
+                )
+            penalties = [
+                client.submit(_stripe_penalty, futures[b], counts[b], pure=False)
+                for futures, counts in (
+                    (self.users, self.user_counts),
+                    (self.items, self.item_counts),
+                )
+                for b in range(grid)
+            ]
+            self.tasks += len(losses) + len(penalties)
+            block_loss[:] = client.gather(losses)
+            parts = client.gather(penalties)
+        except Exception as error:
+            raise self._lost("the objective", error) from error
+        penalty = 0.0
+        for which in (0, 1):  # factors of every user and item stripe, then their biases
+            for factor_part, bias_part, _ in parts:
+                penalty += bias_part if which else factor_part
+        return penalty, all(finite for _, _, finite in parts)
+
+    def __call__(self, schedule, lr, l2):
+        """Run one epoch of ``schedule`` on the workers' training state."""
+        try:
+            self._epoch(schedule, lr, l2)
+        except Exception as error:  # a lost worker, a killed task, a broken connection
+            raise self._lost("this epoch", error) from error
+
+    def _epoch(self, schedule, lr, l2):
+        grid, client = self.grid, self.client
+        users, items = self.users, self.items
+        self.bytes_moved, self.tasks = 0, 0
         done = [0] * grid
         lock = threading.Lock()
         start = time.perf_counter()
@@ -628,9 +669,9 @@ class DaskEpochs:
             for block in stratum:
                 bu, bi = divmod(int(block), grid)
                 where = [self.owner[bu]]
-                if holder[bi] != self.owner[bu]:
-                    self.bytes_moved += stripe_bytes[bi]
-                    holder[bi] = self.owner[bu]
+                if self.holder[bi] != self.owner[bu]:
+                    self.bytes_moved += self.stripe_bytes[bi]
+                    self.holder[bi] = self.owner[bu]
                 self.tasks += 3
                 out = client.submit(
                     _run_block,
@@ -647,18 +688,27 @@ class DaskEpochs:
                     out.add_done_callback(finished(index))
                 users[bu] = client.submit(operator.getitem, out, 0, workers=where, pure=False)
                 items[bi] = client.submit(operator.getitem, out, 1, workers=where, pure=False)
-        # Stripe by stripe, so the driver holds one extra stripe, not a copy of the factors.
-        for futures, arrays, bounds in (
-            (users, user_arrays, self.user_bounds),
-            (items, item_arrays, self.item_bounds),
-        ):
-            for b in range(grid):
-                lo, hi = bounds[b], bounds[b + 1]
-                for target, part in zip(arrays, futures[b].result()):
-                    if target is not None:
-                        target[lo:hi] = part
-        self._stripes = (users, items)
+        # Wait for the epoch (so that its time is measured and a lost task shows here).
+        distributed_wait([*users.values(), *items.values()])
+        for future in (*users.values(), *items.values()):
+            if future.status != "finished":
+                future.result()  # raises the task's error
         if self.report is not None:  # done-callbacks run on the client's thread: let them finish
             deadline = time.perf_counter() + 5.0
             while sum(done) < grid * grid and time.perf_counter() < deadline:
                 time.sleep(0.001)
+
+
+def _stripe_penalty(stripe, counts):
+    """Worker task: a stripe's weighted squared norms (factors, biases) and finiteness."""
+    factors, bias, _ = stripe
+    factor_part = _kernels.weighted_squared_norms(factors, counts)
+    bias_part = 0.0 if bias is None else _kernels.weighted_squared_norms(bias[:, None], counts)
+    finite = all(np.isfinite(a).all() for a in stripe if a is not None)
+    return factor_part, bias_part, finite
+
+
+def distributed_wait(futures):
+    from distributed import wait
+
+    wait(futures)

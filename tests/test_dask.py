@@ -129,3 +129,33 @@ def test_sub_epoch_progress(client, capsys):
     out = capsys.readouterr().out
     assert out.count("sub-epoch") == 6  # 3 strata x 2 epochs
     assert "sub-epoch 3/3 done" in out and out.count("epoch    2/2") == 1
+
+
+def test_factors_stay_on_the_workers_unless_the_client_needs_them(client, monkeypatch):
+    import fastmf.dask
+
+    pulls = []
+    original = fastmf.dask.DaskEpochs.pull
+
+    def counting(self, *args):
+        pulls.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(fastmf.dask.DaskEpochs, "pull", counting)
+    rows, cols, values, shape = random_coo(16, m=90, n=70, nnz=2000)
+    settings = dict(k=4, n_epochs=3, tol=None, random_state=8, grid=3, biases=True)
+    RealValueMF(**settings).fit((rows, cols, values), shape=shape, client=client)
+    assert len(pulls) == 1  # once, at the end
+
+    # With validation data the client needs the factors after every epoch; the
+    # result (early stopping included) is still the local one.
+    pulls.clear()
+    train, val = slice(0, 1700), slice(1700, None)
+    fit_args = ((rows[train], cols[train], values[train]),)
+    fit_kwargs = dict(shape=shape, X_val=(rows[val], cols[val], values[val]))
+    local = RealValueMF(n_threads=1, **settings).fit(*fit_args, **fit_kwargs)
+    remote = RealValueMF(**settings).fit(*fit_args, client=client, **fit_kwargs)
+    assert len(pulls) == 3 + 1
+    assert digest(remote) == digest(local)
+    np.testing.assert_array_equal(remote.val_curve_, local.val_curve_)
+    assert remote.best_epoch_ == local.best_epoch_
