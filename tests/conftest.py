@@ -1,3 +1,5 @@
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -68,3 +70,24 @@ def coo_ratings():
 @pytest.fixture
 def coo_labels():
     return random_coo(1, binary=True)
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A Dask client on a loopback LocalCluster: two worker processes, one thread each."""
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+    )
+    with distributed.Client(cluster, timeout=60) as dask_client:
+        yield dask_client
+    cluster.close()
+
+
+def digest(model):
+    """A hash of everything a fit produces that must match bit for bit."""
+    h = hashlib.sha256()
+    for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_", "loss_curve_"):
+        h.update(getattr(model, name).tobytes())
+    h.update(np.float64(model.global_mean_).tobytes())
+    return h.hexdigest()

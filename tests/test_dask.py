@@ -1,32 +1,12 @@
 """Distributed training on a local Dask cluster: the same factors as local training."""
 
-import hashlib
-
 import numpy as np
 import pytest
-from conftest import random_coo
+from conftest import digest, random_coo
 
 from fastmf import BinaryMF, RealValueMF
 
 distributed = pytest.importorskip("distributed")
-
-
-@pytest.fixture(scope="module")
-def client():
-    # Loopback only, two worker processes with one thread each, bounded in time.
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
-    )
-    with distributed.Client(cluster, timeout=60) as dask_client:
-        yield dask_client
-    cluster.close()
-
-
-def digest(model):
-    h = hashlib.sha256()
-    for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_", "loss_curve_"):
-        h.update(getattr(model, name).tobytes())
-    return h.hexdigest()
 
 
 @pytest.mark.parametrize(

@@ -1,34 +1,14 @@
 """Distributed training from shards the driver never loads: same factors as local training."""
 
-import hashlib
-
 import numpy as np
 import pytest
-from conftest import random_coo
+from conftest import digest, random_coo
 
 import fastmf
 from fastmf import BinaryMF, RealValueMF
 
 distributed = pytest.importorskip("distributed")
 fastmf_dask = pytest.importorskip("fastmf.dask")
-
-
-@pytest.fixture(scope="module")
-def client():
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
-    )
-    with distributed.Client(cluster, timeout=60) as dask_client:
-        yield dask_client
-    cluster.close()
-
-
-def digest(model):
-    h = hashlib.sha256()
-    for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_", "loss_curve_"):
-        h.update(getattr(model, name).tobytes())
-    h.update(np.float64(model.global_mean_).tobytes())
-    return h.hexdigest()
 
 
 def write_npz_shards(folder, rows, cols, values, n_shards=3):
