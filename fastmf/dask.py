@@ -234,9 +234,10 @@ def _subtract(block, value):
     return rows, cols, values - value
 
 
-def _block_objective(loss, block, user_state, item_state):
+def _block_objective(loss, block, user_holder, item_state):
     """Worker task: one block's data loss (float64), as local training computes it."""
     rows, cols, values = block
+    user_state = user_holder[0]
     out = np.zeros(1, dtype=np.float64)
     _kernels.objective_serial(
         loss,
@@ -463,10 +464,15 @@ class ShardSource:
         return ShardedLayout(client, grid, user_perm, item_perm, owner, blocks, stats)
 
 
-def _run_block(loss, block, user_state, item_state, lr, l2):
-    """Worker task: one block of SGD on copies of its user and item stripes."""
+def _run_block(loss, block, user_holder, item_state, lr, l2):
+    """Worker task: one block of SGD on copies of its user and item stripes.
+
+    ``user_holder[0]`` is the user stripe: the previous block task's whole
+    output stays on this worker and is passed on as is (no task to pick it
+    out); the item stripe, which moves, is picked out by a small task.
+    """
     rows, cols, values = block
-    user_state = tuple(None if a is None else a.copy() for a in user_state)
+    user_state = tuple(None if a is None else a.copy() for a in user_holder[0])
     item_state = tuple(None if a is None else a.copy() for a in item_state)
     kernel = _kernels.sgd_block_squared if loss == _kernels.SQUARED else _kernels.sgd_block_logistic
     kernel(
@@ -559,9 +565,10 @@ class DaskEpochs:
         user_arrays = (user_factors, user_bias, user_acc)
         item_arrays = (item_factors, item_bias, item_acc)
         grid = self.grid
-        self.users = {
+        self.users = {  # held as (user stripe, _), like a block task's output
             b: self._scatter(
-                tuple(self._part(a, self.user_bounds, b) for a in user_arrays), self.owner[b]
+                (tuple(self._part(a, self.user_bounds, b) for a in user_arrays), None),
+                self.owner[b],
             )
             for b in range(grid)
         }
@@ -582,8 +589,12 @@ class DaskEpochs:
         """Copy the workers' training state into the client's arrays, stripe by stripe."""
         user_factors, item_factors, user_bias, item_bias = state
         try:
+            users = {
+                b: self.client.submit(operator.getitem, self.users[b], 0, pure=False)
+                for b in range(self.grid)
+            }
             for futures, arrays, bounds in (
-                (self.users, (user_factors, user_bias, user_acc), self.user_bounds),
+                (users, (user_factors, user_bias, user_acc), self.user_bounds),
                 (self.items, (item_factors, item_bias, item_acc), self.item_bounds),
             ):
                 for b in range(self.grid):
@@ -623,10 +634,10 @@ class DaskEpochs:
                     )
                 )
             penalties = [
-                client.submit(_stripe_penalty, futures[b], counts[b], pure=False)
-                for futures, counts in (
-                    (self.users, self.user_counts),
-                    (self.items, self.item_counts),
+                client.submit(task, futures[b], counts[b], pure=False)
+                for task, futures, counts in (
+                    (_user_stripe_penalty, self.users, self.user_counts),
+                    (_stripe_penalty, self.items, self.item_counts),
                 )
                 for b in range(grid)
             ]
@@ -672,7 +683,7 @@ class DaskEpochs:
                 if self.holder[bi] != self.owner[bu]:
                     self.bytes_moved += self.stripe_bytes[bi]
                     self.holder[bi] = self.owner[bu]
-                self.tasks += 3
+                self.tasks += 2
                 out = client.submit(
                     _run_block,
                     self.loss,
@@ -686,7 +697,7 @@ class DaskEpochs:
                 )
                 if self.report is not None:
                     out.add_done_callback(finished(index))
-                users[bu] = client.submit(operator.getitem, out, 0, workers=where, pure=False)
+                users[bu] = out
                 items[bi] = client.submit(operator.getitem, out, 1, workers=where, pure=False)
         # Wait for the epoch (so that its time is measured and a lost task shows here).
         distributed_wait([*users.values(), *items.values()])
@@ -697,6 +708,10 @@ class DaskEpochs:
             deadline = time.perf_counter() + 5.0
             while sum(done) < grid * grid and time.perf_counter() < deadline:
                 time.sleep(0.001)
+
+
+def _user_stripe_penalty(user_holder, counts):
+    return _stripe_penalty(user_holder[0], counts)
 
 
 def _stripe_penalty(stripe, counts):
