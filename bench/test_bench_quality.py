@@ -70,9 +70,9 @@ def test_reference_configurations_on_this_split(benchmark, movielens):
 
     The issue quotes other libraries on "that same split", which we cannot
     reproduce exactly. Scoring LIBMF (its defaults, via the ``libmf`` package)
-    and the cornac ``MF`` configuration (k=10, lr=0.01, lambda=0.02, 20 epochs,
-    biases; run in fastmf, which uses the same per-entry update) on *this*
-    split shows how it compares with theirs; fastmf's defaults must beat both.
+    and the cornac ``MF`` and Surprise ``SVD`` configurations (run in fastmf,
+    which uses the same per-entry biased update) on *this* split shows how it
+    compares with theirs; fastmf's defaults must beat them all.
     """
     train, test, shape = movielens
     with warnings.catch_warnings():
@@ -89,12 +89,26 @@ def test_reference_configurations_on_this_split(benchmark, movielens):
             init_scale=0.01 * np.sqrt(10),
             random_state=0,
         ).fit(train, shape=shape)
+        # Surprise's SVD defaults: 100 factors, lr 0.005, reg 0.02, 20 epochs, N(0, 0.1) init.
+        surprise_like = fastmf.RealValueMF(
+            k=100,
+            lr=0.005,
+            l2=0.02,
+            n_epochs=20,
+            tol=None,
+            biases=True,
+            init_scale=0.1 * np.sqrt(100),
+            random_state=0,
+        ).fit(train, shape=shape)
     scores = {
         "fastmf defaults (k=32, biases)": rmse(
             test[2], np.clip(ours.predict(test[0], test[1]), 1, 5)
         ),
         "cornac MF configuration (quoted 0.900)": rmse(
             test[2], np.clip(cornac_like.predict(test[0], test[1]), 1, 5)
+        ),
+        "Surprise SVD configuration (quoted 0.913)": rmse(
+            test[2], np.clip(surprise_like.predict(test[0], test[1]), 1, 5)
         ),
     }
     try:
@@ -110,7 +124,7 @@ def test_reference_configurations_on_this_split(benchmark, movielens):
         )
     print()
     for name, score in scores.items():
-        print(f"  {name:<40} held-out RMSE {score:.4f}")
+        print(f"  {name:<42} held-out RMSE {score:.4f}")
     benchmark.extra_info.update(scores)
     best_reference = min(v for name, v in scores.items() if not name.startswith("fastmf"))
     assert scores["fastmf defaults (k=32, biases)"] < best_reference
