@@ -63,12 +63,19 @@ def test_checkpoint_and_resume_locally_are_bit_identical(tmp_path):
         other.fit((rows, cols, values), shape=shape, resume=path)
 
 
-def test_a_killed_worker_fails_clearly_and_resume_finishes_the_fit(client, tmp_path):
+@pytest.mark.parametrize("sharded", [False, True])
+def test_a_killed_worker_fails_clearly_and_resume_finishes_the_fit(client, tmp_path, sharded):
     import os
 
     rows, cols, values, shape = random_coo(14, m=100, n=80, nnz=2500)
     settings = dict(k=5, n_epochs=5, tol=None, random_state=2, grid=4)
     local = RealValueMF(n_threads=1, **settings).fit((rows, cols, values), shape=shape)
+    data = (rows, cols, values)
+    if sharded:  # the blocks die with the worker; resuming reads the files again
+        data = []
+        for j, part in enumerate(np.array_split(np.arange(rows.size), 2)):
+            np.savez(tmp_path / f"s{j}.npz", rows=rows[part], cols=cols[part], values=values[part])
+            data.append(str(tmp_path / f"s{j}.npz"))
     path = tmp_path / "ckpt.npz"
     victim = sorted(client.scheduler_info()["workers"])[0]
 
@@ -80,7 +87,7 @@ def test_a_killed_worker_fails_clearly_and_resume_finishes_the_fit(client, tmp_p
     model = RealValueMF(**settings)
     with pytest.raises(RuntimeError, match="lost work during this epoch.*resume="):
         model.fit(
-            (rows, cols, values),
+            data,
             shape=shape,
             client=client,
             checkpoint=path,
@@ -97,7 +104,7 @@ def test_a_killed_worker_fails_clearly_and_resume_finishes_the_fit(client, tmp_p
         if victim not in workers and len(workers) == 2:
             break
         time.sleep(0.1)
-    model.fit((rows, cols, values), shape=shape, client=client, resume=path)
+    model.fit(data, shape=shape, client=client, resume=path)
     assert digest(model) == digest(local)
 
 
