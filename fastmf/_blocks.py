@@ -180,11 +180,7 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False):
         if duplicates == "raise":
             first_block = int(np.flatnonzero(results[:, 1])[0])
             _, _, user, item = results[first_block]
-            raise ValueError(
-                f"The input gives {n_duplicates} (row, col) pair(s) more than once, e.g. "
-                f"({int(user_perm[user])}, {int(item_perm[item])}). Remove the duplicates, or "
-                "pass duplicates='sum' or duplicates='last'."
-            )
+            raise duplicates_error(n_duplicates, user_perm[user], item_perm[item])
         lengths = results[:, 0]
         keep = np.concatenate(
             [np.arange(offsets[b], offsets[b] + lengths[b]) for b in range(n_blocks)]
@@ -207,6 +203,15 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False):
         item_perm,
         _count_ids(rows, m),
         _count_ids(cols, n),
+    )
+
+
+def duplicates_error(count, user, item):
+    """Return the error for ``duplicates="raise"``, naming one repeated pair (original ids)."""
+    return ValueError(
+        f"The input gives {count} (row, col) pair(s) more than once, e.g. "
+        f"({int(user)}, {int(item)}). Remove the duplicates, or pass duplicates='sum' or "
+        "duplicates='last'."
     )
 
 

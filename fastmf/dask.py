@@ -34,6 +34,7 @@ import time
 import numpy as np
 
 from . import _blocks, _kernels
+from ._validation import _check_shape
 
 __all__ = ["Shards", "fit"]
 
@@ -367,7 +368,11 @@ def open_shards(client, shards, model, shape, duplicates):
         client.submit(_load_part, source, shards.columns, checker, duplicates, name, pure=False)
         for source, name in zip(sources, names)
     ]
-    summaries = client.gather([client.submit(_summarize, part, pure=False) for part in parts])
+    # In shard order, so that the first bad shard is the one reported, whatever the timing.
+    summaries = [
+        future.result()
+        for future in [client.submit(_summarize, part, pure=False) for part in parts]
+    ]
     del sources
     nnz = sum(count for count, _, _ in summaries)
     if nnz == 0:
@@ -378,7 +383,7 @@ def open_shards(client, shards, model, shape, duplicates):
     if shape is None:
         shape = (top[0] + 1, top[1] + 1)
     else:
-        shape = tuple(int(dim) for dim in shape)
+        shape = _check_shape(shape)
         for what, axis in (("row", 0), ("column", 1)):
             if top[axis] >= shape[axis]:
                 raise ValueError(
@@ -456,11 +461,7 @@ class ShardSource:
                 if first.size:
                     user, item = stripe["first_duplicate"][first[0]]
                     break
-            raise ValueError(
-                f"The input gives {n_duplicates} (row, col) pair(s) more than once, e.g. "
-                f"({int(user_perm[user])}, {int(item_perm[item])}). Remove the duplicates, or "
-                "pass duplicates='sum' or duplicates='last'."
-            )
+            raise _blocks.duplicates_error(n_duplicates, user_perm[user], item_perm[item])
         return ShardedLayout(client, grid, user_perm, item_perm, owner, blocks, stats)
 
 
