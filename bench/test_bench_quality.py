@@ -130,6 +130,49 @@ def test_reference_configurations_on_this_split(benchmark, movielens):
     assert scores["fastmf defaults (k=32, biases)"] < best_reference
 
 
+def test_biases_on_and_off(benchmark, movielens):
+    """The measurement behind the default ``biases=False``: both settings, both models."""
+    from fastmf.datasets import make_synthetic
+
+    synthetic = make_synthetic(20_000, 2_000, 1_000_000, random_state=1)
+    is_test = np.random.default_rng(0).random(synthetic.rows.size) < 0.1
+    datasets = {
+        "MovieLens 100K": movielens,
+        "synthetic 1M": (
+            tuple(a[~is_test] for a in (synthetic.rows, synthetic.cols, synthetic.values)),
+            tuple(a[is_test] for a in (synthetic.rows, synthetic.cols, synthetic.values)),
+            (20_000, 2_000),
+        ),
+    }
+
+    def measure():
+        scores = {}
+        for name, (train, test, shape) in datasets.items():
+            labels = np.where(train[2] >= 4, 1.0, -1.0)
+            truth = np.where(test[2] >= 4, 1, -1)
+            for biases in (False, True):
+                errors, aucs = [], []
+                for seed in range(3):
+                    real = fastmf.RealValueMF(k=32, biases=biases, random_state=seed)
+                    real.fit(train, shape=shape)
+                    errors.append(rmse(test[2], np.clip(real.predict(test[0], test[1]), 1, 5)))
+                    binary = fastmf.BinaryMF(k=32, biases=biases, random_state=seed)
+                    binary.fit((train[0], train[1], labels), shape=shape)
+                    aucs.append(roc_auc(truth, binary.decision_function(test[0], test[1])))
+                scores[(name, biases)] = (float(np.mean(errors)), float(np.mean(aucs)))
+        return scores
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastmf.ConvergenceWarning)
+        scores = benchmark.pedantic(measure, rounds=1, iterations=1)
+    print()
+    for (name, biases), (error, auc) in scores.items():
+        print(f"  {name:<15} biases={biases!s:<5}  RMSE {error:.4f}  AUC {auc:.4f}")
+    benchmark.extra_info.update({f"{n} biases={b}": v for (n, b), v in scores.items()})
+    # Biases must not hurt BinaryMF's ranking; they are what the README says they are.
+    assert scores[("MovieLens 100K", True)][1] > scores[("MovieLens 100K", False)][1]
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_time_to_libmf_quality(benchmark, split, threads):
     """Wall time for fastmf to reach the held-out RMSE LIBMF reaches in 20 iterations."""
