@@ -261,6 +261,8 @@ class MatrixFactorization(RecommenderMixin):
             the state it had before this call.
         """
         params = self._validated_params()
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}.")
         maps = (None, None)
         shards = None
         if client is not None:
@@ -286,8 +288,6 @@ class MatrixFactorization(RecommenderMixin):
             X = X.triplets
         if shards is None:
             coo = self._check_input(X, shape, duplicates)
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable, got {callback!r}.")
         val = None if X_val is None else self._check_input(X_val, coo.shape, "last")
         rng = check_random_state(params["random_state"])
         m, n = coo.shape
