@@ -14,13 +14,12 @@ from ._blocks import (
     epoch_schedule,
     inverse_permutation,
     permute_rows,
-    seen_items_csr,
     stripe_bounds,
 )
 from ._jit import numba_threads, resolve_threads
 from ._persistence import save_model
 from ._recommend import RecommenderMixin
-from ._validation import check_coo, check_pairs
+from ._validation import check_coo, check_duplicates_policy, check_pairs
 from .exceptions import ConvergenceWarning, DivergenceError, NotFittedError
 from .ids import Dataset
 
@@ -272,10 +271,7 @@ class MatrixFactorization(RecommenderMixin):
         if shards is not None:  # the ratings stay on the workers
             from .dask import open_shards
 
-            if duplicates not in ("raise", "sum", "last"):
-                raise ValueError(
-                    f"duplicates must be one of ('raise', 'sum', 'last'), got {duplicates!r}."
-                )
+            check_duplicates_policy(duplicates)
             coo = open_shards(client, shards, self, shape, duplicates)
         elif isinstance(X, Dataset):
             maps, shape = (X.user_map, X.item_map), X.shape
@@ -414,10 +410,7 @@ class MatrixFactorization(RecommenderMixin):
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        if getattr(layout, "remote", False):
-            seen_indptr, seen_items = layout.seen_items_csr()
-        else:
-            seen_indptr, seen_items = seen_items_csr(layout)
+        seen_indptr, seen_items = layout.seen_items_csr()
         if warm is not None:
             seen_indptr, seen_items = _merge_seen(warm["seen"], (seen_indptr, seen_items), m, n)
         # Commit the fitted state only now, so that a failed fit changes nothing.

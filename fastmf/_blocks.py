@@ -92,7 +92,7 @@ class BlockLayout:
         offsets = self.block_offsets
         return np.array(
             [
-                np.sum(self.values[offsets[b] : offsets[b + 1]], dtype=np.float64)
+                block_value_sum(self.values[offsets[b] : offsets[b + 1]])
                 for b in range(offsets.shape[0] - 1)
             ],
             dtype=np.float64,
@@ -101,6 +101,19 @@ class BlockLayout:
     def subtract(self, value):
         """Subtract ``value`` (float32) from every stored value, in place."""
         np.subtract(self.values, value, out=self.values)
+
+    def seen_items_csr(self):
+        """See :func:`seen_items_csr`."""
+        return seen_items_csr(self)
+
+
+def block_value_sum(values):
+    """Sum one block's values in float64.
+
+    Every layout (local or on a cluster) sums its blocks with this one call,
+    so that the global mean and checkpoint fingerprints get the same bits.
+    """
+    return float(np.sum(values, dtype=np.float64))
 
 
 def choose_grid(n_users, n_items, nnz, k):

@@ -58,8 +58,7 @@ def check_coo(X, shape=None, *, duplicates="raise"):
     -------
     Coo
     """
-    if duplicates not in DUPLICATE_POLICIES:
-        raise ValueError(f"duplicates must be one of {DUPLICATE_POLICIES}, got {duplicates!r}.")
+    check_duplicates_policy(duplicates)
     if shape is not None:
         shape = _check_shape(shape)
 
@@ -136,6 +135,12 @@ def check_coo(X, shape=None, *, duplicates="raise"):
         for idx in (rows, cols)
     )
     return Coo(rows, cols, np.ascontiguousarray(values, dtype=np.float32), shape)
+
+
+def check_duplicates_policy(duplicates):
+    """Raise ValueError unless ``duplicates`` is one of :data:`DUPLICATE_POLICIES`."""
+    if duplicates not in DUPLICATE_POLICIES:
+        raise ValueError(f"duplicates must be one of {DUPLICATE_POLICIES}, got {duplicates!r}.")
 
 
 def check_binary_labels(values, labels):

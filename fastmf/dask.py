@@ -34,6 +34,7 @@ import time
 import numpy as np
 
 from . import _blocks, _kernels
+from ._jit import kernel
 from ._validation import _check_shape
 
 __all__ = ["Shards", "fit"]
@@ -208,7 +209,7 @@ def _build_stripe(pieces, seeds, policy, grid, n, user_bounds, item_bounds):
         item_counts[item_bounds[bi] : item_bounds[bi + 1]] += np.bincount(
             block_cols, minlength=item_bounds[bi + 1] - item_bounds[bi]
         )
-        sums.append(_value_sum(block_values))
+        sums.append(_blocks.block_value_sum(block_values))
         blocks.append((block_rows, block_cols, block_values))
     stats = {
         "kept": results[:, 0].copy(),
@@ -221,13 +222,8 @@ def _build_stripe(pieces, seeds, policy, grid, n, user_bounds, item_bounds):
     return blocks, stats
 
 
-def _value_sum(values):
-    """Sum of one block's values in float64; the same call as ``BlockLayout.value_sums``."""
-    return float(np.sum(values, dtype=np.float64))
-
-
 def _block_value_sum(block):
-    return _value_sum(block[2])
+    return _blocks.block_value_sum(block[2])
 
 
 def _subtract(block, value):
@@ -348,11 +344,15 @@ class ShardedLayout:
         return indptr, items
 
 
+@kernel
 def _place_runs(stripe_items, stripe_counts, original_users, indptr, out):
+    """Copy each user's run of item ids to its row of the CSR ``out`` (in place)."""
     position = 0
-    for user, count in zip(original_users, stripe_counts):
-        out[indptr[user] : indptr[user] + count] = stripe_items[position : position + count]
-        position += count
+    for r in range(original_users.shape[0]):
+        start = indptr[original_users[r]]
+        for t in range(stripe_counts[r]):
+            out[start + t] = stripe_items[position + t]
+        position += stripe_counts[r]
 
 
 def open_shards(client, shards, model, shape, duplicates):
@@ -510,7 +510,7 @@ class DaskEpochs:
         grid = layout.grid
         self.user_bounds = _blocks.stripe_bounds(layout.user_perm.shape[0], grid)
         self.item_bounds = _blocks.stripe_bounds(layout.item_perm.shape[0], grid)
-        if getattr(layout, "remote", False):  # the blocks are already on the workers
+        if layout.remote:  # the blocks are already on the workers
             self.owner, self.blocks = layout.owner, layout.blocks
         else:
             workers = sorted(client.scheduler_info()["workers"])
@@ -701,7 +701,7 @@ class DaskEpochs:
                 users[bu] = out
                 items[bi] = client.submit(operator.getitem, out, 1, workers=where, pure=False)
         # Wait for the epoch (so that its time is measured and a lost task shows here).
-        distributed_wait([*users.values(), *items.values()])
+        _wait([*users.values(), *items.values()])
         for future in (*users.values(), *items.values()):
             if future.status != "finished":
                 future.result()  # raises the task's error
@@ -724,7 +724,7 @@ def _stripe_penalty(stripe, counts):
     return factor_part, bias_part, finite
 
 
-def distributed_wait(futures):
+def _wait(futures):
     from distributed import wait
 
     wait(futures)
