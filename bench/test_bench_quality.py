@@ -1,8 +1,17 @@
 """Quality with default hyperparameters on MovieLens 100K, and time to LIBMF's quality.
 
 Run: ``pytest bench/test_bench_quality.py --benchmark-only -s``. MovieLens 100K
-is read from ``../shared/data/ml-100k/u.data`` (skipped when absent); the
-split is a 90/10 random split with seed 0, as in the project's issue.
+is read from ``../shared/data/ml-100k/u.data`` (skipped when absent).
+
+The split is the issue's "90/10 random split with seed 0", read as: shuffle the
+ratings (in file order) with ``numpy.random.default_rng(0).permutation`` and
+hold out the first 10% (exactly 10,000). The issue quotes other libraries'
+scores "on that same split"; of five common readings of its wording
+(:data:`SPLITS`), this one reproduces them most closely: the reference
+configurations land 0.004-0.005 above their quoted RMSEs here, and 0.011-0.022
+above them on the split that earlier versions of this file used (a Bernoulli
+mask, ``default_rng(0).random(n) < 0.1``).
+``test_split_sensitivity`` prints the whole comparison.
 """
 
 import os
@@ -18,19 +27,48 @@ from fastmf.metrics import rmse, roc_auc
 ML100K = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "ml-100k", "u.data")
 
 
-@pytest.fixture(scope="module")
-def movielens():
+def _first_tenth(order):
+    is_test = np.zeros(order.size, dtype=bool)
+    is_test[order[: order.size // 10]] = True
+    return is_test
+
+
+# Readings of "a 90/10 random split with seed 0": name -> function of n returning the test mask.
+SPLITS = {
+    "default_rng(0).permutation, first 10%": (
+        lambda n: _first_tenth(np.random.default_rng(0).permutation(n))
+    ),
+    "RandomState(0).permutation, first 10% (= sklearn train_test_split)": (
+        lambda n: _first_tenth(np.random.RandomState(0).permutation(n))
+    ),
+    "default_rng(0).choice(n, n // 10)": (
+        lambda n: np.isin(np.arange(n), np.random.default_rng(0).choice(n, n // 10, replace=False))
+    ),
+    "default_rng(0).random(n) < 0.1": lambda n: np.random.default_rng(0).random(n) < 0.1,
+    "RandomState(0).rand(n) < 0.1": lambda n: np.random.RandomState(0).rand(n) < 0.1,
+}
+SPLIT = "default_rng(0).permutation, first 10%"
+
+
+def _load_movielens():
     if not os.path.exists(ML100K):
         pytest.skip("MovieLens 100K not found beside the checkout (../shared/data)")
     data = np.loadtxt(ML100K, dtype=np.int64)
-    rows, cols, values = data[:, 0] - 1, data[:, 1] - 1, data[:, 2].astype(np.float32)
-    is_test = np.random.default_rng(0).random(rows.size) < 0.1
+    return data[:, 0] - 1, data[:, 1] - 1, data[:, 2].astype(np.float32)
+
+
+def _split(rows, cols, values, is_test):
     train = (rows[~is_test], cols[~is_test], values[~is_test])
     test = (rows[is_test], cols[is_test], values[is_test])
     return train, test, (int(rows.max()) + 1, int(cols.max()) + 1)
 
 
-@pytest.mark.xfail(strict=True, reason="quality bar not met yet: defaults reach RMSE ~0.905")
+@pytest.fixture(scope="module")
+def movielens():
+    rows, cols, values = _load_movielens()
+    return _split(rows, cols, values, SPLITS[SPLIT](rows.size))
+
+
 def test_default_real_value_mf_rmse(benchmark, movielens):
     train, test, shape = movielens
     model = fastmf.RealValueMF(k=32, biases=True)
@@ -46,7 +84,7 @@ def test_default_real_value_mf_rmse(benchmark, movielens):
     assert score <= 0.900
 
 
-@pytest.mark.xfail(strict=True, reason="quality bar not met yet: defaults reach AUC ~0.787")
+@pytest.mark.xfail(strict=True, reason="quality bar not met yet: defaults reach AUC ~0.791")
 def test_default_binary_mf_auc(benchmark, movielens):
     train, test, shape = movielens
     labels = np.where(train[2] >= 4, 1.0, -1.0)
@@ -65,63 +103,57 @@ def test_default_binary_mf_auc(benchmark, movielens):
     assert score >= 0.80
 
 
-def test_reference_configurations_on_this_split(benchmark, movielens):
-    """How hard this split is: reference configurations scored side by side with the defaults.
+def _reference_rmses(train, test, shape, seed=0):
+    """Held-out RMSE of fastmf's defaults and of the reference configurations.
 
-    The issue quotes other libraries on "that same split", which we cannot
-    reproduce exactly. Scoring LIBMF (its defaults, via the ``libmf`` package)
-    and the cornac ``MF`` and Surprise ``SVD`` configurations (run in fastmf,
-    which uses the same per-entry biased update) on *this* split shows how it
-    compares with theirs; fastmf's defaults must beat them all.
+    LIBMF runs its own defaults (via the ``libmf`` package, when installed);
+    the cornac ``MF`` and Surprise ``SVD`` configurations run in fastmf, which
+    uses the same per-entry biased update.
     """
-    train, test, shape = movielens
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", fastmf.ConvergenceWarning)
-        ours = fastmf.RealValueMF(k=32, biases=True, random_state=0)
-        benchmark.pedantic(ours.fit, args=(train,), kwargs={"shape": shape}, rounds=1)
-        cornac_like = fastmf.RealValueMF(
-            k=10,
-            lr=0.01,
-            l2=0.02,
-            n_epochs=20,
-            tol=None,
-            biases=True,
-            init_scale=0.01 * np.sqrt(10),
-            random_state=0,
-        ).fit(train, shape=shape)
+
+    def held_out(predictions):
+        return rmse(test[2], np.clip(predictions, 1, 5))
+
+    configurations = {
+        "fastmf defaults (k=32, biases)": dict(k=32, biases=True),
+        "cornac MF configuration (quoted 0.900)": dict(
+            k=10, lr=0.01, l2=0.02, n_epochs=20, tol=None, init_scale=0.01 * np.sqrt(10)
+        ),
         # Surprise's SVD defaults: 100 factors, lr 0.005, reg 0.02, 20 epochs, N(0, 0.1) init.
-        surprise_like = fastmf.RealValueMF(
-            k=100,
-            lr=0.005,
-            l2=0.02,
-            n_epochs=20,
-            tol=None,
-            biases=True,
-            init_scale=0.1 * np.sqrt(100),
-            random_state=0,
-        ).fit(train, shape=shape)
-    scores = {
-        "fastmf defaults (k=32, biases)": rmse(
-            test[2], np.clip(ours.predict(test[0], test[1]), 1, 5)
-        ),
-        "cornac MF configuration (quoted 0.900)": rmse(
-            test[2], np.clip(cornac_like.predict(test[0], test[1]), 1, 5)
-        ),
-        "Surprise SVD configuration (quoted 0.913)": rmse(
-            test[2], np.clip(surprise_like.predict(test[0], test[1]), 1, 5)
+        "Surprise SVD configuration (quoted 0.913)": dict(
+            k=100, lr=0.005, l2=0.02, n_epochs=20, tol=None, init_scale=0.1 * np.sqrt(100)
         ),
     }
+    scores = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastmf.ConvergenceWarning)
+        for name, params in configurations.items():
+            model = fastmf.RealValueMF(**{"biases": True, **params}, random_state=seed)
+            scores[name] = held_out(model.fit(train, shape=shape).predict(test[0], test[1]))
     try:
         from libmf import mf as libmf
     except ImportError:
-        libmf = None
-    if libmf is not None:
-        reference = libmf.MF(fun=0, nr_threads=1, quiet=True)
-        reference.fit(np.ascontiguousarray(np.column_stack(train), dtype=np.float32))
-        pairs = np.asfortranarray(np.column_stack([test[0], test[1]]), dtype=np.float32)
-        scores["LIBMF defaults (quoted 0.925)"] = rmse(
-            test[2], np.clip(reference.predict(pairs), 1, 5)
-        )
+        return scores
+    reference = libmf.MF(fun=0, nr_threads=1, quiet=True)
+    reference.fit(np.ascontiguousarray(np.column_stack(train), dtype=np.float32))
+    pairs = np.asfortranarray(np.column_stack([test[0], test[1]]), dtype=np.float32)
+    scores["LIBMF defaults (quoted 0.925)"] = held_out(reference.predict(pairs))
+    return scores
+
+
+QUOTED = {
+    "cornac MF configuration (quoted 0.900)": 0.900,
+    "Surprise SVD configuration (quoted 0.913)": 0.913,
+    "LIBMF defaults (quoted 0.925)": 0.925,
+}
+
+
+def test_reference_configurations_on_this_split(benchmark, movielens):
+    """How hard this split is: reference configurations scored side by side with the defaults.
+
+    fastmf's defaults must beat them all.
+    """
+    scores = benchmark.pedantic(_reference_rmses, args=movielens, rounds=1)
     print()
     for name, score in scores.items():
         print(f"  {name:<42} held-out RMSE {score:.4f}")
@@ -130,8 +162,52 @@ def test_reference_configurations_on_this_split(benchmark, movielens):
     assert scores["fastmf defaults (k=32, biases)"] < best_reference
 
 
+def test_split_sensitivity(benchmark):
+    """The evidence behind :data:`SPLIT`: every reading of the issue's split, scored.
+
+    For each split: fastmf's defaults (RMSE and BinaryMF AUC, mean of three
+    seeds) and the reference configurations (seed 0), and how far the
+    references land from the figures the issue quotes for "that same split".
+    The chosen split must be the one closest to them.
+    """
+    pytest.importorskip("libmf.mf", reason="needs the 'bench' extra (libmf)")
+    rows, cols, values = _load_movielens()
+
+    def measure():
+        results = {}
+        for name, make_mask in SPLITS.items():
+            train, test, shape = _split(rows, cols, values, make_mask(rows.size))
+            scores = _reference_rmses(train, test, shape)
+            distance = sum(abs(scores[ref] - quoted) for ref, quoted in QUOTED.items())
+            errors, aucs = [], []
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", fastmf.ConvergenceWarning)
+                for seed in range(3):
+                    real = fastmf.RealValueMF(k=32, biases=True, random_state=seed)
+                    real.fit(train, shape=shape)
+                    errors.append(rmse(test[2], np.clip(real.predict(test[0], test[1]), 1, 5)))
+                    labels = np.where(train[2] >= 4, 1.0, -1.0)
+                    binary = fastmf.BinaryMF(k=32, biases=True, random_state=seed)
+                    binary.fit((train[0], train[1], labels), shape=shape)
+                    truth = np.where(test[2] >= 4, 1, -1)
+                    aucs.append(roc_auc(truth, binary.decision_function(test[0], test[1])))
+            results[name] = (distance, scores, float(np.mean(errors)), float(np.mean(aucs)))
+        return results
+
+    results = benchmark.pedantic(measure, rounds=1)
+    print("\n  quoted: cornac MF 0.900, Surprise SVD 0.913, LIBMF 0.925")
+    for name, (distance, scores, error, auc) in results.items():
+        references = "  ".join(f"{score:.4f}" for ref, score in scores.items() if ref in QUOTED)
+        print(
+            f"  {name:<66} references {references}  (sum |off quoted| {distance:.3f})"
+            f"  fastmf defaults RMSE {error:.4f} AUC {auc:.4f}"
+        )
+    benchmark.extra_info.update({name: r[0] for name, r in results.items()})
+    assert min(results, key=lambda name: results[name][0]) == SPLIT
+
+
 def test_biases_on_and_off(benchmark, movielens):
-    """The measurement behind the default ``biases=False``: both settings, both models."""
+    """The measurement behind the default ``biases=True``: both settings, both models."""
     from fastmf.datasets import make_synthetic
 
     synthetic = make_synthetic(20_000, 2_000, 1_000_000, random_state=1)
@@ -169,7 +245,8 @@ def test_biases_on_and_off(benchmark, movielens):
     for (name, biases), (error, auc) in scores.items():
         print(f"  {name:<15} biases={biases!s:<5}  RMSE {error:.4f}  AUC {auc:.4f}")
     benchmark.extra_info.update({f"{n} biases={b}": v for (n, b), v in scores.items()})
-    # Biases must not hurt BinaryMF's ranking; they are what the README says they are.
+    # The default rests on these: on MovieLens, biases lower the RMSE and raise the AUC.
+    assert scores[("MovieLens 100K", True)][0] < scores[("MovieLens 100K", False)][0]
     assert scores[("MovieLens 100K", True)][1] > scores[("MovieLens 100K", False)][1]
 
 
@@ -286,3 +363,52 @@ def test_default_epoch_cap(benchmark, movielens):
     benchmark.extra_info.update(means)
     assert all(warned)
     assert means["default"] < means["X_val early stopping"] < means["n_epochs=400"]
+
+
+def test_binary_mf_learning_rate_default(benchmark, movielens):
+    """The measurement behind BinaryMF's default ``lr=0.02``: three data sets, three rates.
+
+    lr=0.01 scores best on MovieLens alone, but worse than the old 0.05 on the
+    demo's sparser synthetic data; 0.02 beats 0.05 on all three.
+    """
+    from fastmf.datasets import make_synthetic
+
+    datasets = {"MovieLens 100K": movielens}
+    for name, (m, n, seed) in {
+        "synthetic 20k x 2k": (20_000, 2_000, 1),
+        "demo synthetic 50k x 5k": (50_000, 5_000, 0),
+    }.items():
+        data = make_synthetic(m, n, 1_000_000, random_state=seed)
+        is_test = np.random.default_rng(0).random(data.rows.size) < 0.1
+        triplets = (data.rows, data.cols, data.values)
+        datasets[name] = (
+            tuple(a[~is_test] for a in triplets),
+            tuple(a[is_test] for a in triplets),
+            (m, n),
+        )
+    rates = (0.05, 0.02, 0.01)
+
+    def measure():
+        aucs = {}
+        for name, (train, test, shape) in datasets.items():
+            labels = np.where(train[2] >= 4, 1.0, -1.0)
+            truth = np.where(test[2] >= 4, 1, -1)
+            for lr in rates:
+                scores = []
+                for seed in range(3):
+                    model = fastmf.BinaryMF(k=32, lr=lr, random_state=seed)
+                    model.fit((train[0], train[1], labels), shape=shape)
+                    scores.append(roc_auc(truth, model.decision_function(test[0], test[1])))
+                aucs[(name, lr)] = float(np.mean(scores))
+        return aucs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastmf.ConvergenceWarning)
+        aucs = benchmark.pedantic(measure, rounds=1)
+    print()
+    for name in datasets:
+        shown = "  ".join(f"lr={lr}: {aucs[(name, lr)]:.4f}" for lr in rates)
+        print(f"  BinaryMF(k=32) AUC, {name:<24} {shown}")
+    benchmark.extra_info.update({f"{name} lr={lr}": v for (name, lr), v in aucs.items()})
+    assert fastmf.BinaryMF().lr == 0.02
+    assert all(aucs[(name, 0.02)] > aucs[(name, 0.05)] for name in datasets)

@@ -55,7 +55,7 @@ def demo(n_users=50_000, n_items=5_000, n_ratings=1_000_000, k=32, seed=0, out=N
     say("\n== BinaryMF: logistic loss on liked (>= 4 stars -> +1) vs not (-> -1)")
     labels = np.where(train[2] >= 4, 1.0, -1.0).astype(np.float32)
     test_labels = np.where(test_values >= 4, 1, -1)
-    binary = BinaryMF(k=k, n_epochs=30, tol=None, random_state=seed, verbose=1)
+    binary = BinaryMF(k=k, n_epochs=100, tol=None, random_state=seed, verbose=1)
     start = time.perf_counter()
     binary.fit((train[0], train[1], labels), shape=data.shape)
     seconds = time.perf_counter() - start

@@ -85,7 +85,7 @@ class MatrixFactorization(RecommenderMixin):
         tol=1e-4,
         n_iter_no_change=3,
         learning_rate="constant",
-        biases=False,
+        biases=True,
         patience=5,
         init_scale=0.1,
         random_state=None,

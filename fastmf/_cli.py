@@ -3,6 +3,7 @@
 Each reads files, calls the public API, and writes CSV or JSON lines.
 """
 
+import argparse
 import json
 import sys
 
@@ -38,7 +39,12 @@ def add_commands(commands, formatter):
     fit.add_argument("--lr", type=float, help="learning rate (model default if omitted)")
     fit.add_argument("--l2", type=float, help="L2 weight (model default if omitted)")
     fit.add_argument("--adagrad", action="store_true", help="AdaGrad learning rate")
-    fit.add_argument("--biases", action="store_true", help="learn user and item biases")
+    fit.add_argument(
+        "--biases",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="learn user and item biases (default); --no-biases for the plain p.q model",
+    )
     fit.add_argument(
         "--threshold", type=float, help="logistic loss: ratings >= threshold are +1, others -1"
     )

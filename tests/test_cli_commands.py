@@ -159,6 +159,19 @@ def test_fit_logistic_with_threshold(workdir):
     assert 0.6 <= metrics["auc"] <= 1 and 0 < metrics["log_loss"] < 0.693
 
 
+def test_fit_learns_biases_unless_told_not_to(workdir):
+    folder, _ = workdir
+    common = ["train.csv", "-k", 2, "--epochs", 3, "--quiet"]
+    assert fastmf("fit", *common, "--save", "biased.npz", cwd=folder).returncode == 0
+    plain = fastmf("fit", *common, "--no-biases", "--save", "plain.npz", cwd=folder)
+    assert plain.returncode == 0, plain.stderr
+    from fastmf import load
+
+    biased, plain = load(folder / "biased.npz"), load(folder / "plain.npz")
+    assert biased.biases and biased.user_bias_.any() and biased.global_mean_ > 1
+    assert not plain.biases and not plain.user_bias_.any() and plain.global_mean_ == 0
+
+
 def test_predict_with_string_item_ids(tmp_path):
     # Pairs are read without a value column, so string item ids work too.
     users = np.repeat(["a", "b", "c"], 7)

@@ -127,7 +127,13 @@ class TestContract:
         model = small(model_class).fit((rows, cols, values), shape=shape)
         scores = model.decision_function(np.arange(3)[:, None], np.arange(4)[None, :])
         assert scores.shape == (3, 4)
-        np.testing.assert_allclose(scores, model.P[:3] @ model.Q[:4].T, rtol=1e-5, atol=1e-7)
+        expected = (
+            model.global_mean_
+            + model.user_bias_[:3, None]
+            + model.item_bias_[None, :4]
+            + model.P[:3] @ model.Q[:4].T
+        )
+        np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
         assert model.predict(2, 3).shape == ()
 
     def test_unfitted_model_raises_not_fitted(self, model_class, small):
@@ -273,7 +279,8 @@ def test_biases_learn_mean_and_offsets_and_enter_predictions():
     assert fastmf.metrics.rmse(values, scores) < 0.05
     # The biases carry the offsets (up to a shared constant).
     assert np.corrcoef(model.user_bias_, user_offset)[0, 1] > 0.95
-    without = RealValueMF(k=2, random_state=0, n_epochs=3, tol=None).fit((rows, cols, values))
+    without = RealValueMF(k=2, biases=False, random_state=0, n_epochs=3, tol=None)
+    without.fit((rows, cols, values))
     assert without.global_mean_ == 0 and not without.user_bias_.any()
 
 

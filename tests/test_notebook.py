@@ -7,7 +7,9 @@ import fastmf
 
 
 def test_real_value_mf_reproduces_every_observed_rating(notebook_ratings):
-    model = fastmf.RealValueMF(k=3, l2=0.04, lr=0.05, n_epochs=5000, tol=None, random_state=0)
+    model = fastmf.RealValueMF(
+        k=3, l2=0.04, lr=0.05, n_epochs=5000, tol=None, biases=False, random_state=0
+    )
     model.fit(notebook_ratings)
     observed = notebook_ratings != 0
     rows, cols = np.nonzero(observed)
@@ -19,7 +21,9 @@ def test_real_value_mf_reproduces_every_observed_rating(notebook_ratings):
 
 
 def test_binary_mf_separates_the_labels(notebook_b_ratings):
-    model = fastmf.BinaryMF(k=3, l2=0.0001, lr=0.1, n_epochs=5000, tol=None, random_state=0)
+    model = fastmf.BinaryMF(
+        k=3, l2=0.0001, lr=0.1, n_epochs=5000, tol=None, biases=False, random_state=0
+    )
     model.fit(notebook_b_ratings)
     rows, cols = np.nonzero(notebook_b_ratings)
     proba = model.predict_proba(rows, cols)
@@ -74,7 +78,9 @@ def test_mf_does_as_well_as_the_notebook():
 
 
 def test_cosine_similarity_matches_the_notebook_formula(notebook_ratings):
-    model = fastmf.RealValueMF(k=3, l2=0.04, lr=0.05, n_epochs=50, tol=None, random_state=0)
+    model = fastmf.RealValueMF(
+        k=3, l2=0.04, lr=0.05, n_epochs=50, tol=None, biases=False, random_state=0
+    )
     P = model.fit(notebook_ratings).P.astype(np.float64)
     norms = np.sqrt((P**2).sum(axis=1))
     expected = P @ P.T / np.outer(norms, norms)

@@ -77,12 +77,12 @@ def test_duplicates_sum_and_last():
     summed = fit(
         (rows, cols, values),
         duplicates="sum",
-        model=RealValueMF(k=1, n_epochs=1, tol=None, lr=1e-9, random_state=0),
+        model=RealValueMF(k=1, biases=False, n_epochs=1, tol=None, lr=1e-9, random_state=0),
     )
     last = fit(
         (rows, cols, values),
         duplicates="last",
-        model=RealValueMF(k=1, n_epochs=1, tol=None, lr=1e-9, random_state=0),
+        model=RealValueMF(k=1, biases=False, n_epochs=1, tol=None, lr=1e-9, random_state=0),
     )
     # With lr ~ 0 the factors barely move, so the objective shows the targets:
     # sum gives (0,1) -> 7, last gives (0,1) -> 4; (1,0) -> 5 in both.
@@ -195,5 +195,7 @@ def test_float_ids_with_integral_values_and_explicit_zeros_are_accepted():
     matrix = sp.csr_matrix((np.array([0.0, 1.0]), (np.array([0, 1]), np.array([0, 1]))))
     assert check_coo(matrix).nnz == 2
     # Both entries are fitted: the initial objective averages over two terms.
-    model = fit(matrix, model=RealValueMF(k=1, n_epochs=1, tol=None, lr=1e-9, random_state=0))
+    model = fit(
+        matrix, model=RealValueMF(k=1, biases=False, n_epochs=1, tol=None, lr=1e-9, random_state=0)
+    )
     assert model.loss_curve_[0] == pytest.approx((0.5 * 0 + 0.5 * 1) / 2, abs=1e-2)
