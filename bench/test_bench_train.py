@@ -59,7 +59,9 @@ def test_fastmf_fit(benchmark, split, k, loss, threads):
     train, test, shape = split
     model_class = fastmf.RealValueMF if loss == "squared" else fastmf.BinaryMF
     values = train[2] if loss == "squared" else labels_of(train[2])
-    params = dict(k=k, lr=LR, l2=L2, n_epochs=EPOCHS, tol=None, random_state=0, n_threads=threads)
+    # No biases: the same model as the straightforward loop and LIBMF.
+    params = dict(k=k, lr=LR, l2=L2, n_epochs=EPOCHS, tol=None, biases=False, random_state=0)
+    params["n_threads"] = threads
     if loss == "logistic":
         params.update(lr=0.05, init_scale=0.5)
     model_class(**{**params, "n_epochs": 1}).fit(
@@ -142,9 +144,9 @@ _MEMORY_SCRIPT = textwrap.dedent(
     import fastmf
     with np.load(sys.argv[1], allow_pickle=False) as stored:
         rows, cols, values = stored["rows"], stored["cols"], stored["values"]
-    fastmf.RealValueMF(k=32, n_epochs=1, tol=None).fit(np.eye(3))  # compile / load kernels
+    fastmf.RealValueMF(k=32, n_epochs=1, tol=None, biases=False).fit(np.eye(3))  # compile
     if sys.argv[2] == "fit":
-        fastmf.RealValueMF(k=32, n_epochs=3, tol=None, random_state=0).fit(
+        fastmf.RealValueMF(k=32, n_epochs=3, tol=None, biases=False, random_state=0).fit(
             (rows, cols, values), shape=(200_000, 20_000))
     """
 )
