@@ -653,7 +653,7 @@ class MatrixFactorization(RecommenderMixin):
     def decision_function(self, rows, cols, unknown="raise"):
         """Score ``mean + b_u + b_i + p_u . q_i`` for each (user, item) pair, without P Q^T.
 
-        Without biases (the default) the mean and biases are 0.
+        With ``biases=False`` the mean and biases are 0.
 
         Parameters
         ----------
