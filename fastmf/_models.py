@@ -34,7 +34,7 @@ class RealValueMF(MatrixFactorization):
         MovieLens 100K (held-out RMSE 0.888 at k=32 on a 90/10 split; README).
         There they are still improving slowly when ``n_epochs`` runs out (a
         ConvergenceWarning), and that cap is part of the tuning: trained on to
-        convergence, the same settings overfit (0.905, after about 250
+        convergence, the same settings overfit (0.905, after about 240
         epochs). To train longer safely, pass ``X_val`` so that early stopping
         keeps the best epoch.
     n_epochs : int, default=100
