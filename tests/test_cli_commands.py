@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from fastmf import load
 from fastmf.datasets import make_synthetic
 from fastmf.io import write_ratings
 
@@ -165,8 +166,6 @@ def test_fit_learns_biases_unless_told_not_to(workdir):
     assert fastmf("fit", *common, "--save", "biased.npz", cwd=folder).returncode == 0
     plain = fastmf("fit", *common, "--no-biases", "--save", "plain.npz", cwd=folder)
     assert plain.returncode == 0, plain.stderr
-    from fastmf import load
-
     biased, plain = load(folder / "biased.npz"), load(folder / "plain.npz")
     assert biased.biases and biased.user_bias_.any() and biased.global_mean_ > 1
     assert not plain.biases and not plain.user_bias_.any() and plain.global_mean_ == 0
