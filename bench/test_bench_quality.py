@@ -69,13 +69,59 @@ def movielens():
     return _split(rows, cols, values, SPLITS[SPLIT](rows.size))
 
 
+def _synthetic_split(n_users, n_items, seed):
+    """1M synthetic ratings, 10% held out by a seeded mask, as (train, test, shape)."""
+    from fastmf.datasets import make_synthetic
+
+    data = make_synthetic(n_users, n_items, 1_000_000, random_state=seed)
+    is_test = np.random.default_rng(0).random(data.rows.size) < 0.1
+    triplets = (data.rows, data.cols, data.values)
+    train = tuple(a[~is_test] for a in triplets)
+    test = tuple(a[is_test] for a in triplets)
+    return train, test, (n_users, n_items)
+
+
+def _clipped_rmse(test, predictions):
+    """Held-out RMSE of star-rating predictions clipped to [1, 5]."""
+    return rmse(test[2], np.clip(predictions, 1, 5))
+
+
+def _mean_rmse(train, test, shape, seeds=3, **params):
+    """RealValueMF(**params) held-out RMSE, the mean over ``seeds`` initial seeds."""
+    return float(
+        np.mean(
+            [
+                _clipped_rmse(
+                    test,
+                    fastmf.RealValueMF(**params, random_state=seed)
+                    .fit(train, shape=shape)
+                    .predict(test[0], test[1]),
+                )
+                for seed in range(seeds)
+            ]
+        )
+    )
+
+
+def _mean_auc(train, test, shape, seeds=3, **params):
+    """BinaryMF(**params) held-out AUC on ratings binarized at 4, the mean over seeds."""
+    labels = np.where(train[2] >= 4, 1.0, -1.0)
+    truth = np.where(test[2] >= 4, 1, -1)
+    scores = []
+    for seed in range(seeds):
+        model = fastmf.BinaryMF(**params, random_state=seed)
+        model.fit((train[0], train[1], labels), shape=shape)
+        scores.append(roc_auc(truth, model.decision_function(test[0], test[1])))
+    return float(np.mean(scores))
+
+
 def test_default_real_value_mf_rmse(benchmark, movielens):
     train, test, shape = movielens
     model = fastmf.RealValueMF(k=32, biases=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastmf.ConvergenceWarning)
         benchmark.pedantic(model.fit, args=(train,), kwargs={"shape": shape}, rounds=1)
-    score = rmse(test[2], np.clip(model.predict(test[0], test[1]), 1, 5))
+    score = _clipped_rmse(test, model.predict(test[0], test[1]))
     benchmark.extra_info.update(rmse=score, epochs=model.n_iter_)
     print(
         f"\nRealValueMF(k=32, biases=True) defaults: held-out RMSE {score:.4f} "
@@ -111,9 +157,6 @@ def _reference_rmses(train, test, shape, seed=0):
     uses the same per-entry biased update.
     """
 
-    def held_out(predictions):
-        return rmse(test[2], np.clip(predictions, 1, 5))
-
     configurations = {
         "fastmf defaults (k=32, biases)": dict(k=32, biases=True),
         "cornac MF configuration (quoted 0.900)": dict(
@@ -129,7 +172,8 @@ def _reference_rmses(train, test, shape, seed=0):
         warnings.simplefilter("ignore", fastmf.ConvergenceWarning)
         for name, params in configurations.items():
             model = fastmf.RealValueMF(**{"biases": True, **params}, random_state=seed)
-            scores[name] = held_out(model.fit(train, shape=shape).predict(test[0], test[1]))
+            model.fit(train, shape=shape)
+            scores[name] = _clipped_rmse(test, model.predict(test[0], test[1]))
     try:
         from libmf import mf as libmf
     except ImportError:
@@ -137,7 +181,7 @@ def _reference_rmses(train, test, shape, seed=0):
     reference = libmf.MF(fun=0, nr_threads=1, quiet=True)
     reference.fit(np.ascontiguousarray(np.column_stack(train), dtype=np.float32))
     pairs = np.asfortranarray(np.column_stack([test[0], test[1]]), dtype=np.float32)
-    scores["LIBMF defaults (quoted 0.925)"] = held_out(reference.predict(pairs))
+    scores["LIBMF defaults (quoted 0.925)"] = _clipped_rmse(test, reference.predict(pairs))
     return scores
 
 
@@ -179,22 +223,14 @@ def test_split_sensitivity(benchmark):
             train, test, shape = _split(rows, cols, values, make_mask(rows.size))
             scores = _reference_rmses(train, test, shape)
             distance = sum(abs(scores[ref] - quoted) for ref, quoted in QUOTED.items())
-            errors, aucs = [], []
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", fastmf.ConvergenceWarning)
-                for seed in range(3):
-                    real = fastmf.RealValueMF(k=32, biases=True, random_state=seed)
-                    real.fit(train, shape=shape)
-                    errors.append(rmse(test[2], np.clip(real.predict(test[0], test[1]), 1, 5)))
-                    labels = np.where(train[2] >= 4, 1.0, -1.0)
-                    binary = fastmf.BinaryMF(k=32, biases=True, random_state=seed)
-                    binary.fit((train[0], train[1], labels), shape=shape)
-                    truth = np.where(test[2] >= 4, 1, -1)
-                    aucs.append(roc_auc(truth, binary.decision_function(test[0], test[1])))
-            results[name] = (distance, scores, float(np.mean(errors)), float(np.mean(aucs)))
+            error = _mean_rmse(train, test, shape, k=32, biases=True)
+            auc = _mean_auc(train, test, shape, k=32, biases=True)
+            results[name] = (distance, scores, error, auc)
         return results
 
-    results = benchmark.pedantic(measure, rounds=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fastmf.ConvergenceWarning)
+        results = benchmark.pedantic(measure, rounds=1)
     print("\n  quoted: cornac MF 0.900, Surprise SVD 0.913, LIBMF 0.925")
     for name, (distance, scores, error, auc) in results.items():
         references = "  ".join(f"{score:.4f}" for ref, score in scores.items() if ref in QUOTED)
@@ -208,34 +244,16 @@ def test_split_sensitivity(benchmark):
 
 def test_biases_on_and_off(benchmark, movielens):
     """The measurement behind the default ``biases=True``: both settings, both models."""
-    from fastmf.datasets import make_synthetic
-
-    synthetic = make_synthetic(20_000, 2_000, 1_000_000, random_state=1)
-    is_test = np.random.default_rng(0).random(synthetic.rows.size) < 0.1
-    datasets = {
-        "MovieLens 100K": movielens,
-        "synthetic 1M": (
-            tuple(a[~is_test] for a in (synthetic.rows, synthetic.cols, synthetic.values)),
-            tuple(a[is_test] for a in (synthetic.rows, synthetic.cols, synthetic.values)),
-            (20_000, 2_000),
-        ),
-    }
+    datasets = {"MovieLens 100K": movielens, "synthetic 1M": _synthetic_split(20_000, 2_000, 1)}
 
     def measure():
         scores = {}
         for name, (train, test, shape) in datasets.items():
-            labels = np.where(train[2] >= 4, 1.0, -1.0)
-            truth = np.where(test[2] >= 4, 1, -1)
             for biases in (False, True):
-                errors, aucs = [], []
-                for seed in range(3):
-                    real = fastmf.RealValueMF(k=32, biases=biases, random_state=seed)
-                    real.fit(train, shape=shape)
-                    errors.append(rmse(test[2], np.clip(real.predict(test[0], test[1]), 1, 5)))
-                    binary = fastmf.BinaryMF(k=32, biases=biases, random_state=seed)
-                    binary.fit((train[0], train[1], labels), shape=shape)
-                    aucs.append(roc_auc(truth, binary.decision_function(test[0], test[1])))
-                scores[(name, biases)] = (float(np.mean(errors)), float(np.mean(aucs)))
+                scores[(name, biases)] = (
+                    _mean_rmse(train, test, shape, k=32, biases=biases),
+                    _mean_auc(train, test, shape, k=32, biases=biases),
+                )
         return scores
 
     with warnings.catch_warnings():
@@ -330,7 +348,7 @@ def test_default_epoch_cap(benchmark, movielens):
     train, test, shape = movielens
 
     def held_out(model):
-        return rmse(test[2], np.clip(model.predict(test[0], test[1]), 1, 5))
+        return _clipped_rmse(test, model.predict(test[0], test[1]))
 
     def measure():
         scores = {"default": [], "n_epochs=400": [], "X_val early stopping": []}
@@ -371,36 +389,19 @@ def test_binary_mf_learning_rate_default(benchmark, movielens):
     lr=0.01 scores best on MovieLens alone, but worse than the old 0.05 on the
     demo's sparser synthetic data; 0.02 beats 0.05 on all three.
     """
-    from fastmf.datasets import make_synthetic
-
-    datasets = {"MovieLens 100K": movielens}
-    for name, (m, n, seed) in {
-        "synthetic 20k x 2k": (20_000, 2_000, 1),
-        "demo synthetic 50k x 5k": (50_000, 5_000, 0),
-    }.items():
-        data = make_synthetic(m, n, 1_000_000, random_state=seed)
-        is_test = np.random.default_rng(0).random(data.rows.size) < 0.1
-        triplets = (data.rows, data.cols, data.values)
-        datasets[name] = (
-            tuple(a[~is_test] for a in triplets),
-            tuple(a[is_test] for a in triplets),
-            (m, n),
-        )
+    datasets = {
+        "MovieLens 100K": movielens,
+        "synthetic 20k x 2k": _synthetic_split(20_000, 2_000, 1),
+        "demo synthetic 50k x 5k": _synthetic_split(50_000, 5_000, 0),
+    }
     rates = (0.05, 0.02, 0.01)
 
     def measure():
-        aucs = {}
-        for name, (train, test, shape) in datasets.items():
-            labels = np.where(train[2] >= 4, 1.0, -1.0)
-            truth = np.where(test[2] >= 4, 1, -1)
-            for lr in rates:
-                scores = []
-                for seed in range(3):
-                    model = fastmf.BinaryMF(k=32, lr=lr, random_state=seed)
-                    model.fit((train[0], train[1], labels), shape=shape)
-                    scores.append(roc_auc(truth, model.decision_function(test[0], test[1])))
-                aucs[(name, lr)] = float(np.mean(scores))
-        return aucs
+        return {
+            (name, lr): _mean_auc(train, test, shape, k=32, lr=lr)
+            for name, (train, test, shape) in datasets.items()
+            for lr in rates
+        }
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", fastmf.ConvergenceWarning)
