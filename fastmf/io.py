@@ -47,6 +47,17 @@ def _split(line, sep):
     return line.split() if sep is None else line.split(sep)
 
 
+def _first_line_fields(path, sep):
+    """Return the separator ("infer" resolved) and the stripped fields of the file's first line."""
+    with open(path, encoding="utf-8") as handle:
+        first = handle.readline().rstrip("\r\n")
+    if not first.strip():
+        raise ValueError(f"{path}: the file is empty.")
+    if sep == "infer":
+        sep = _detect_separator(first)
+    return sep, [field.strip() for field in _split(first, sep)]
+
+
 def _is_number(text):
     try:
         float(text)
@@ -93,13 +104,7 @@ def read_ratings(
     path = os.fspath(path)
     if path.endswith(".parquet"):
         return _read_parquet(path, columns, timestamp)
-    with open(path, encoding="utf-8") as handle:
-        first = handle.readline().rstrip("\r\n")
-    if not first.strip():
-        raise ValueError(f"{path}: the file is empty.")
-    if sep == "infer":
-        sep = _detect_separator(first)
-    names = [field.strip() for field in _split(first, sep)]
+    sep, names = _first_line_fields(path, sep)
     wanted = list(columns) + ([timestamp] if timestamp is not None else [])
     if len(columns) != 3:
         raise ValueError("columns must name three columns: user, item, value.")
@@ -196,13 +201,7 @@ def read_pairs(path, *, sep="infer", columns=(0, 1), header="infer"):
     users, items : ndarrays of int64 (all ids integers) or str
     """
     path = os.fspath(path)
-    with open(path, encoding="utf-8") as handle:
-        first = handle.readline().rstrip("\r\n")
-    if not first.strip():
-        raise ValueError(f"{path}: the file is empty.")
-    if sep == "infer":
-        sep = _detect_separator(first)
-    names = [field.strip() for field in _split(first, sep)]
+    sep, names = _first_line_fields(path, sep)
     if header == "infer":
         header = any(isinstance(c, str) for c in columns) or bool(
             {name.lower() for name in names} & _ID_HEADERS
