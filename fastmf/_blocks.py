@@ -7,8 +7,8 @@ each, and the ratings are stored once per fit in block order: block
 contiguously. Within a block the entries are first sorted by (user, item),
 which canonicalizes the input (any format or entry order gives the same
 layout) and exposes duplicate pairs; then the items within each user's run
-are shuffled with a per-block seed, and the two halves of the block are
-interleaved (two users' runs alternate, so the CPU overlaps two dependency
+are shuffled with a per-block seed, and four parts of the block are
+interleaved (four users' runs alternate, so the CPU overlaps four dependency
 chains). Users thus come in a random (relabeled) but fixed order and a user's
 factor row is loaded once per block, which is the "partial random" order of
 FPSGD (Zhuang et al., 2013): it converges like a full shuffle and keeps the
@@ -29,6 +29,7 @@ import numba
 import numpy as np
 
 from ._jit import kernel, parallel_kernel
+from ._kernels import LANES
 
 # Within a block the ratings of one user are stored together, so a user's
 # factor row is fetched once per block; the block's item rows are hit at
@@ -43,10 +44,12 @@ MIN_GRID = 8
 # ...but a block must have enough ratings to amortize its start-up.
 MIN_RATINGS_PER_BLOCK = 2048
 # Independent update chains per core: a block is stored as this many parts
-# taken in turn. Measured on the dev machine (10M ratings, one thread, k=32,
-# ratings/s for 1, 2, 4, 8 parts): squared 55M, 65M, 65M, 59M; logistic 36M,
-# 45M, 43M, 43M. At k=128 the differences are within 5%.
-INTERLEAVE = 2
+# taken in turn, so that consecutive entries rarely share a user or an item.
+# The SGD kernels take entries in groups of LANES and overlap a group's score
+# computations (see fastmf._kernels._sgd_entries); with one part per lane, a
+# group comes from four different users. Any other value gives the same
+# results for a given layout, only slower.
+INTERLEAVE = LANES
 
 _DUPLICATE_CODES = {"raise": 0, "sum": 1, "last": 2}
 

@@ -44,10 +44,12 @@ def test_layout_keeps_every_rating_once_in_its_block():
         span = slice(layout.block_offsets[block], layout.block_offsets[block + 1])
         assert (layout.rows[span] * grid // 40 == block // grid).all()
         assert (layout.cols[span] * grid // 30 == block % grid).all()
-        # The block alternates its two halves; within each, a user's ratings are contiguous.
+        # The block takes its INTERLEAVE parts in turn; within each, a user's ratings are
+        # contiguous.
         users = layout.rows[span]
-        for half in (users[0::2], users[1::2]):
-            starts = half[np.r_[True, half[1:] != half[:-1]]]
+        ways = _blocks.INTERLEAVE
+        for part in (users[w::ways] for w in range(ways)):
+            starts = part[np.r_[True, part[1:] != part[:-1]]]
             assert len(starts) == len(set(starts.tolist()))
             assert (np.diff(starts) > 0).all()  # users in (relabeled) id order
     np.testing.assert_array_equal(layout.user_counts, np.bincount(layout.rows, minlength=40))

@@ -11,6 +11,7 @@ from _reference import entry_gradient, objective, sgd_epoch
 from conftest import random_coo
 
 from fastmf import _kernels
+from fastmf._jit import FASTMATH_FLAGS
 
 BLOCK = {"squared": _kernels.sgd_block_squared, "logistic": _kernels.sgd_block_logistic}
 LOSS_CODE = {"squared": _kernels.SQUARED, "logistic": _kernels.LOGISTIC}
@@ -127,6 +128,70 @@ def test_epoch_with_biases_and_adagrad_matches_reference(loss, use_bias, adagrad
             0.5 * (values - scores) ** 2 if loss == "squared" else np.logaddexp(0, -values * scores)
         ).sum()
         assert got == pytest.approx(expected, rel=1e-5)
+
+
+# Compiled with the kernels' options: "contract" and "reassoc" change the last bits.
+@numba.njit(fastmath=set(FASTMATH_FLAGS), error_model="numpy")
+def one_at_a_time(
+    logistic, rows, cols, values, P, Q, user_bias, item_bias, user_acc, item_acc, lr, l2
+):
+    """The SGD pass without grouping: each gradient computed right before its own step."""
+    for t in range(rows.shape[0]):
+        gradient = _kernels._entry_gradient(
+            logistic, P, rows[t], Q, cols[t], values[t], user_bias, item_bias
+        )
+        _kernels._sgd_step(
+            P, rows[t], Q, cols[t], gradient, user_bias, item_bias, user_acc, item_acc, lr, l2
+        )
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+@pytest.mark.parametrize("extras", [False, True])
+@pytest.mark.parametrize("length", [400, 403])
+def test_grouped_steps_equal_one_at_a_time_bit_for_bit(loss, extras, length):
+    # The block kernels compute a group of LANES gradients before applying the
+    # group's steps, and recompute them when entries of a group share a row. On a
+    # 5 x 5 matrix most groups share one, and with a large step a stale gradient
+    # would move the factors in their leading digits. `length` 403 leaves a tail
+    # shorter than a group.
+    assert _kernels.LANES == 4
+    m = n = 5
+    rng = np.random.default_rng(21)
+    rows = rng.integers(0, m, length).astype(np.int32)
+    cols = rng.integers(0, n, length).astype(np.int32)
+    if loss == "logistic":
+        values = rng.choice([-1.0, 1.0], length).astype(np.float32)
+    else:
+        values = rng.integers(1, 6, length).astype(np.float32)
+    # Also some groups of four distinct users and items (the fast path).
+    rows[:8] = [0, 1, 2, 0, 1, 2, 0, 1]
+    cols[:8] = [2, 0, 1, 1, 2, 0, 0, 2]
+    P, Q = factors(22, m, n, 7)
+    state = [P, Q]
+    if extras:
+        state += [
+            (0.3 * rng.standard_normal(m)).astype(np.float32),
+            (0.3 * rng.standard_normal(n)).astype(np.float32),
+            np.ones(m, dtype=np.float32),
+            np.ones(n, dtype=np.float32),
+        ]
+    else:
+        state += [NONE] * 4
+    expected = [a.copy() if a is not None else None for a in state]
+    lr, l2 = np.float32(0.2), np.float32(0.05)
+    one_at_a_time(loss == "logistic", rows, cols, values, *expected, lr, l2)
+    BLOCK[loss](rows, cols, values, 0, length, *state, lr, l2)
+    for got, want in zip(state, expected):
+        if want is not None:
+            np.testing.assert_array_equal(got, want)
+    # The data must exercise both paths, and a stale gradient must be visible.
+    lanes = np.stack(
+        [rows[: length // 4 * 4].reshape(-1, 4), cols[: length // 4 * 4].reshape(-1, 4)]
+    )
+    distinct = [
+        len(set(g[0].tolist())) == 4 == len(set(g[1].tolist())) for g in lanes.transpose(1, 0, 2)
+    ]
+    assert 0 < sum(distinct) < len(distinct)
 
 
 @pytest.mark.parametrize("loss", ["squared", "logistic"])
@@ -248,7 +313,6 @@ def test_inner_loops_over_k_are_vectorized(name):
     # Recompile without the disk cache (cached code cannot be inspected) with
     # the same options, and look for packed single-precision FMAs on 256- or
     # 512-bit registers: the dot product and the updates run in SIMD.
-    from fastmf._jit import FASTMATH_FLAGS
 
     kernel = getattr(_kernels, name)
     fresh = numba.njit(fastmath=set(FASTMATH_FLAGS), error_model="numpy")(kernel.py_func)
