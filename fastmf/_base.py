@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _checkpoint, _kernels
 from ._blocks import (
+    INTERLEAVE,
     arrange,
     choose_grid,
     epoch_schedule,
@@ -340,11 +341,12 @@ class MatrixFactorization(RecommenderMixin):
         threads = params["n_threads"]
         m, n = coo.shape
         grid = params["grid"] or choose_grid(m, n, coo.nnz, params["k"])
+        ways = INTERLEAVE[_LOSS_CODES[self._loss]]
         with numba_threads(threads):
             if getattr(coo, "remote", False):  # shards on a Dask cluster: blocks built there
-                layout = coo.arrange(grid, rng, duplicates)
+                layout = coo.arrange(grid, rng, duplicates, ways)
             else:
-                layout = arrange(coo, grid, rng, duplicates, parallel=threads > 1)
+                layout = arrange(coo, grid, rng, duplicates, parallel=threads > 1, ways=ways)
             del coo  # the layout is the one copy of the ratings kept while training
             # Squared loss with biases models r = mean + b_u + b_i + p.q: train on
             # centered values (the layout is fit's own copy, so in place is safe).

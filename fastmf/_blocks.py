@@ -7,12 +7,12 @@ each, and the ratings are stored once per fit in block order: block
 contiguously. Within a block the entries are first sorted by (user, item),
 which canonicalizes the input (any format or entry order gives the same
 layout) and exposes duplicate pairs; then the items within each user's run
-are shuffled with a per-block seed, and four parts of the block are
-interleaved (four users' runs alternate, so the CPU overlaps four dependency
-chains). Users thus come in a random (relabeled) but fixed order and a user's
-factor row is loaded once per block, which is the "partial random" order of
-FPSGD (Zhuang et al., 2013): it converges like a full shuffle and keeps the
-cache hot.
+are shuffled with a per-block seed, and two (squared loss) or four (logistic
+loss) parts of the block are interleaved (users' runs alternate, so the CPU
+overlaps independent dependency chains). Users thus come in a random
+(relabeled) but fixed order and a user's factor row is loaded once per block,
+which is the "partial random" order of FPSGD (Zhuang et al., 2013): it
+converges like a full shuffle and keeps the cache hot.
 
 An epoch visits the grid in ``grid`` strata; a stratum holds one block of each
 user stripe and each item stripe, so its blocks can run in parallel without
@@ -29,7 +29,7 @@ import numba
 import numpy as np
 
 from ._jit import kernel, parallel_kernel
-from ._kernels import LANES
+from ._kernels import LANES, LOGISTIC, SQUARED
 
 # Within a block the ratings of one user are stored together, so a user's
 # factor row is fetched once per block; the block's item rows are hit at
@@ -45,11 +45,14 @@ MIN_GRID = 8
 MIN_RATINGS_PER_BLOCK = 2048
 # Independent update chains per core: a block is stored as this many parts
 # taken in turn, so that consecutive entries rarely share a user or an item.
-# The SGD kernels take entries in groups of LANES and overlap a group's score
-# computations (see fastmf._kernels._sgd_entries); with one part per lane, a
-# group comes from four different users. Any other value gives the same
-# results for a given layout, only slower.
-INTERLEAVE = LANES
+# The squared kernel steps one entry at a time and gains nothing from more
+# than two parts (dev machine, 10M ratings, one thread, k=32, ratings/s for
+# 1, 2, 4, 8 parts: 55M, 65M, 65M, 59M; in a later side-by-side run, four parts
+# were 13% slower than two). The logistic kernel takes entries in groups of
+# LANES (see fastmf._kernels._sgd_grouped) and needs the group's entries from
+# different users: one part per lane. Any value gives the same results for a
+# given layout; only the speed differs.
+INTERLEAVE = {SQUARED: 2, LOGISTIC: LANES}
 
 _DUPLICATE_CODES = {"raise": 0, "sum": 1, "last": 2}
 
@@ -130,7 +133,7 @@ def choose_grid(n_users, n_items, nnz, k):
     return max(1, min(largest, max(by_cache, MIN_GRID)))
 
 
-def arrange(coo, grid, rng, duplicates="raise", parallel=False):
+def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=INTERLEAVE[SQUARED]):
     """Store checked COO data in block order; one copy of the triplets.
 
     Parameters
@@ -144,6 +147,9 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False):
     duplicates : {"raise", "sum", "last"}
     parallel : bool, default=False
         Sort the blocks on numba's thread pool (same result).
+    ways : int, default=2
+        Parts per block taken in turn (``INTERLEAVE[loss]`` for the loss that
+        will train on the layout).
 
     Returns
     -------
@@ -188,9 +194,7 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False):
     seeds = rng.integers(0, np.iinfo(np.int64).max, size=n_blocks, dtype=np.int64)
     results = np.zeros((n_blocks, 4), dtype=np.int64)  # kept, duplicates, first user, item
     canonicalize = _canonicalize_parallel if parallel else _canonicalize_serial
-    canonicalize(
-        rows, cols, values, offsets, seeds, _DUPLICATE_CODES[duplicates], INTERLEAVE, results
-    )
+    canonicalize(rows, cols, values, offsets, seeds, _DUPLICATE_CODES[duplicates], ways, results)
     n_duplicates = int(results[:, 1].sum())
     if n_duplicates:
         if duplicates == "raise":

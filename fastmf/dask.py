@@ -173,7 +173,7 @@ def _split_by_stripe(part, user_new, item_new, grid, index_dtype):
     return [(users[lo:hi], items[lo:hi], values[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
-def _build_stripe(pieces, seeds, policy, grid, n, user_bounds, item_bounds):
+def _build_stripe(pieces, seeds, policy, grid, n, user_bounds, item_bounds, ways):
     """Worker task: arrange one user stripe into its ``grid`` blocks, as local training does.
 
     Returns the blocks (in stripe-local ids, as :class:`DaskEpochs` runs them)
@@ -188,9 +188,7 @@ def _build_stripe(pieces, seeds, policy, grid, n, user_bounds, item_bounds):
     offsets = np.zeros(grid + 1, dtype=np.int64)
     np.cumsum(np.bincount(item_stripe, minlength=grid), out=offsets[1:])
     results = np.zeros((grid, 4), dtype=np.int64)
-    _blocks._canonicalize_serial(
-        rows, cols, values, offsets, seeds, policy, _blocks.INTERLEAVE, results
-    )
+    _blocks._canonicalize_serial(rows, cols, values, offsets, seeds, policy, ways, results)
     user_lo, user_hi = user_bounds
     blocks, sums = [], []
     user_counts = np.zeros(user_hi - user_lo, dtype=np.float64)
@@ -401,7 +399,7 @@ class ShardSource:
     def __init__(self, client, parts, shape, nnz):
         self.client, self.parts, self.shape, self.nnz = client, parts, shape, nnz
 
-    def arrange(self, grid, rng, duplicates):
+    def arrange(self, grid, rng, duplicates, ways):
         """Like :func:`fastmf._blocks.arrange`, the same random draws; blocks stay on workers."""
         client = self.client
         m, n = self.shape
@@ -436,6 +434,7 @@ class ShardSource:
                     n,
                     (user_bounds[bu], user_bounds[bu + 1]),
                     item_bounds,
+                    ways,
                     workers=[owner[bu]],
                     pure=False,
                 )

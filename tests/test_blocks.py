@@ -20,16 +20,17 @@ from fastmf._validation import check_coo
 NONE = None  # an optional kernel array left out
 
 
-def layout_of(seed=0, grid=3, m=40, n=30, nnz=500, binary=False, order=None):
+def layout_of(seed=0, grid=3, m=40, n=30, nnz=500, binary=False, order=None, ways=2):
     rows, cols, values, shape = random_coo(seed, m, n, nnz, binary=binary)
     if order is not None:
         rows, cols, values = rows[order], cols[order], values[order]
     coo = check_coo((rows, cols, values), shape)
-    return (rows, cols, values), _blocks.arrange(coo, grid, np.random.default_rng(7))
+    return (rows, cols, values), _blocks.arrange(coo, grid, np.random.default_rng(7), ways=ways)
 
 
-def test_layout_keeps_every_rating_once_in_its_block():
-    (rows, cols, values), layout = layout_of()
+@pytest.mark.parametrize("ways", sorted(set(_blocks.INTERLEAVE.values())))
+def test_layout_keeps_every_rating_once_in_its_block(ways):
+    (rows, cols, values), layout = layout_of(ways=ways)
     original = sorted(zip(rows.tolist(), cols.tolist(), values.tolist()))
     stored = sorted(
         zip(
@@ -44,10 +45,9 @@ def test_layout_keeps_every_rating_once_in_its_block():
         span = slice(layout.block_offsets[block], layout.block_offsets[block + 1])
         assert (layout.rows[span] * grid // 40 == block // grid).all()
         assert (layout.cols[span] * grid // 30 == block % grid).all()
-        # The block takes its INTERLEAVE parts in turn; within each, a user's ratings are
+        # The block takes its `ways` parts in turn; within each, a user's ratings are
         # contiguous.
         users = layout.rows[span]
-        ways = _blocks.INTERLEAVE
         for part in (users[w::ways] for w in range(ways)):
             starts = part[np.r_[True, part[1:] != part[:-1]]]
             assert len(starts) == len(set(starts.tolist()))

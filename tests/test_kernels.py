@@ -145,12 +145,33 @@ def one_at_a_time(
         )
 
 
+@numba.njit(fastmath=set(FASTMATH_FLAGS), error_model="numpy")
+def grouped(logistic, rows, cols, values, P, Q, user_bias, item_bias, user_acc, item_acc, lr, l2):
+    _kernels._sgd_grouped(
+        logistic,
+        rows,
+        cols,
+        values,
+        0,
+        rows.shape[0],
+        P,
+        Q,
+        user_bias,
+        item_bias,
+        user_acc,
+        item_acc,
+        lr,
+        l2,
+    )
+
+
 @pytest.mark.parametrize("loss", ["squared", "logistic"])
 @pytest.mark.parametrize("extras", [False, True])
 @pytest.mark.parametrize("length", [400, 403])
 def test_grouped_steps_equal_one_at_a_time_bit_for_bit(loss, extras, length):
-    # The block kernels compute a group of LANES gradients before applying the
-    # group's steps, and recompute them when entries of a group share a row. On a
+    # _sgd_grouped (the logistic block kernel's loop) computes a group of LANES
+    # gradients before applying the group's steps, and recomputes them when
+    # entries of a group share a row. On a
     # 5 x 5 matrix most groups share one, and with a large step a stale gradient
     # would move the factors in their leading digits. `length` 403 leaves a tail
     # shorter than a group.
@@ -179,8 +200,9 @@ def test_grouped_steps_equal_one_at_a_time_bit_for_bit(loss, extras, length):
         state += [NONE] * 4
     expected = [a.copy() if a is not None else None for a in state]
     lr, l2 = np.float32(0.2), np.float32(0.05)
-    one_at_a_time(loss == "logistic", rows, cols, values, *expected, lr, l2)
-    BLOCK[loss](rows, cols, values, 0, length, *state, lr, l2)
+    logistic = loss == "logistic"
+    one_at_a_time(logistic, rows, cols, values, *expected, lr, l2)
+    grouped(logistic, rows, cols, values, *state, lr, l2)
     for got, want in zip(state, expected):
         if want is not None:
             np.testing.assert_array_equal(got, want)
