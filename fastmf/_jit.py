@@ -28,6 +28,9 @@ from contextlib import contextmanager
 from numbers import Integral
 
 import numba
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 FASTMATH_FLAGS = frozenset({"reassoc", "contract"})
 _OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
@@ -51,6 +54,49 @@ def inline_kernel(func):
 def parallel_kernel(func):
     """Compile ``func`` lazily as a kernel whose ``numba.prange`` loops run in parallel."""
     return numba.njit(parallel=True, fastmath=set(FASTMATH_FLAGS), **_OPTIONS)(func)
+
+
+@intrinsic
+def prefetch(typingctx, array, row, column):
+    """Ask the CPU to start loading the cache line of ``array[row, column]`` (a 2-D array).
+
+    Compiles to LLVM's ``llvm.prefetch`` (a read, kept in all cache levels):
+    a hint that never faults and changes no value, so results do not depend
+    on it. numba exposes no prefetch of its own.
+    """
+    if not (isinstance(array, types.Array) and array.ndim == 2):
+        return None
+    if not (isinstance(row, types.Integer) and isinstance(column, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array_type, row_type, column_type = signature.args
+        data = context.make_array(array_type)(context, builder, args[0])
+        indices = [
+            context.cast(builder, args[1], row_type, types.intp),
+            context.cast(builder, args[2], column_type, types.intp),
+        ]
+        pointer = cgutils.get_item_pointer(context, builder, array_type, data, indices)
+        byte_pointer = ir.IntType(8).as_pointer()
+        int32 = ir.IntType(32)
+        function = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [byte_pointer, int32, int32, int32]),
+            "llvm.prefetch.p0i8",
+        )
+        # Arguments: address, 0 = read, 3 = keep in all cache levels, 1 = data cache.
+        builder.call(
+            function,
+            [
+                builder.bitcast(pointer, byte_pointer),
+                ir.Constant(int32, 0),
+                ir.Constant(int32, 3),
+                ir.Constant(int32, 1),
+            ],
+        )
+        return context.get_dummy_value()
+
+    return types.void(array, row, column), codegen
 
 
 def max_threads():
