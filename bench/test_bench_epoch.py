@@ -106,8 +106,9 @@ def test_objective_pass(benchmark, synthetic):
     report(benchmark, "fastmf objective pass", rows.size, 32, 1)
 
 
+@pytest.mark.parametrize("threads", [1, max_threads()])
 @pytest.mark.parametrize("k", [32, 128])
-def test_logistic_to_squared_ratio(benchmark, synthetic, k):
+def test_logistic_to_squared_ratio(benchmark, synthetic, k, threads):
     """The logistic epoch's speed as a fraction of the squared epoch's, measured in alternation.
 
     Timing the two losses in separate benchmarks, minutes apart, mixes in the
@@ -116,8 +117,8 @@ def test_logistic_to_squared_ratio(benchmark, synthetic, k):
     Here both losses run on the same ratings (values differ only: ratings vs
     labels), each in the block layout a fit would use for it, on the same factor
     buffers, one epoch each per round, in alternating order, from the same
-    starting factors; the result is the median of the per-round ratios. One
-    thread, the models' default lr for each loss.
+    starting factors; the result is the median of the per-round ratios. The
+    models' default lr for each loss; on 1 thread and on all of numba's threads.
     """
     rows, cols, values, shape = synthetic
     labels = np.where(values >= 4, 1.0, -1.0).astype(np.float32)
@@ -139,7 +140,7 @@ def test_logistic_to_squared_ratio(benchmark, synthetic, k):
         np.copyto(item_factors, start_item)
         schedule = _blocks.epoch_schedule(grid, np.random.default_rng(seed))
         start = time.perf_counter()
-        _kernels.sgd_epoch_serial(
+        run_epoch(
             code,
             layout.rows,
             layout.cols,
@@ -157,6 +158,8 @@ def test_logistic_to_squared_ratio(benchmark, synthetic, k):
         )
         return time.perf_counter() - start
 
+    run_epoch = _kernels.sgd_epoch_parallel if threads > 1 else _kernels.sgd_epoch_serial
+
     def measure(rounds=20):
         epoch(_kernels.SQUARED, 0)  # compile / warm up both
         epoch(_kernels.LOGISTIC, 0)
@@ -168,13 +171,16 @@ def test_logistic_to_squared_ratio(benchmark, synthetic, k):
         return np.array(seconds[_kernels.SQUARED]), np.array(seconds[_kernels.LOGISTIC])
 
     benchmark.group = "logistic vs squared"
-    squared_s, logistic_s = benchmark.pedantic(measure, rounds=1)
+    with numba_threads(threads):
+        squared_s, logistic_s = benchmark.pedantic(measure, rounds=1)
     ratios = squared_s / logistic_s
     ratio = float(np.median(ratios))
     low, high = np.percentile(ratios, [25, 75])
-    benchmark.extra_info.update(k=k, ratio=ratio, ratio_q1=float(low), ratio_q3=float(high))
+    benchmark.extra_info.update(
+        k=k, threads=threads, ratio=ratio, ratio_q1=float(low), ratio_q3=float(high)
+    )
     print(
-        f"\nk={k}, 1 thread, alternating rounds: squared "
+        f"\nk={k}, {threads} thread(s), alternating rounds: squared "
         f"{rows.size / np.median(squared_s) / 1e6:.1f}M ratings/s, logistic "
         f"{rows.size / np.median(logistic_s) / 1e6:.1f}M; logistic/squared "
         f"{ratio:.3f} (per-round median; quartiles {low:.3f}-{high:.3f}; target 0.75)"
