@@ -188,6 +188,33 @@ def _prefetch_row(factors, row):
 
 
 @inline_kernel
+def _group_step(
+    stale,
+    logistic,
+    user_factors,
+    u,
+    item_factors,
+    i,
+    value,
+    gradient,
+    user_bias,
+    item_bias,
+    user_acc,
+    item_acc,
+    lr,
+    l2,
+):
+    """Apply a grouped entry's step, recomputing its ``gradient`` first if it is ``stale``."""
+    if stale:
+        gradient = _entry_gradient(
+            logistic, user_factors, u, item_factors, i, value, user_bias, item_bias
+        )
+    _sgd_step(
+        user_factors, u, item_factors, i, gradient, user_bias, item_bias, user_acc, item_acc, lr, l2
+    )
+
+
+@inline_kernel
 def _sgd_grouped(
     logistic,
     rows,
@@ -242,27 +269,18 @@ def _sgd_grouped(
         _sgd_step(
             user_factors, u0, item_factors, i0, g0, user_bias, item_bias, user_acc, item_acc, lr, l2
         )
-        if shared:
-            g1 = _entry_gradient(
-                logistic, user_factors, u1, item_factors, i1, y1, user_bias, item_bias
-            )
-        _sgd_step(
-            user_factors, u1, item_factors, i1, g1, user_bias, item_bias, user_acc, item_acc, lr, l2
-        )
-        if shared:
-            g2 = _entry_gradient(
-                logistic, user_factors, u2, item_factors, i2, y2, user_bias, item_bias
-            )
-        _sgd_step(
-            user_factors, u2, item_factors, i2, g2, user_bias, item_bias, user_acc, item_acc, lr, l2
-        )
-        if shared:
-            g3 = _entry_gradient(
-                logistic, user_factors, u3, item_factors, i3, y3, user_bias, item_bias
-            )
-        _sgd_step(
-            user_factors, u3, item_factors, i3, g3, user_bias, item_bias, user_acc, item_acc, lr, l2
-        )
+        _group_step(
+            shared, logistic, user_factors, u1, item_factors, i1, y1, g1,
+            user_bias, item_bias, user_acc, item_acc, lr, l2,
+        )  # fmt: skip
+        _group_step(
+            shared, logistic, user_factors, u2, item_factors, i2, y2, g2,
+            user_bias, item_bias, user_acc, item_acc, lr, l2,
+        )  # fmt: skip
+        _group_step(
+            shared, logistic, user_factors, u3, item_factors, i3, y3, g3,
+            user_bias, item_bias, user_acc, item_acc, lr, l2,
+        )  # fmt: skip
         idx += LANES
     for t in range(idx, end):
         u = rows[t]
