@@ -47,8 +47,8 @@ MIN_RATINGS_PER_BLOCK = 2048
 # taken in turn, so that consecutive entries rarely share a user or an item.
 # The squared kernel steps one entry at a time and gains nothing from more
 # than two parts (dev machine, 10M ratings, one thread, k=32, ratings/s for
-# 1, 2, 4, 8 parts: 55M, 65M, 65M, 59M; in a later side-by-side run, four parts
-# were 13% slower than two). The logistic kernel takes entries in groups of
+# 1, 2, 4, 8 parts: 55M, 65M, 65M, 59M; in later side-by-side runs, four parts
+# were 13-20% slower than two). The logistic kernel takes entries in groups of
 # LANES (see fastmf._kernels._sgd_grouped) and needs the group's entries from
 # different users: one part per lane. Any value gives the same results for a
 # given layout; only the speed differs.

@@ -160,8 +160,8 @@ LANES = 4
 # factors at once, which the hardware prefetcher follows less well than the
 # two of the squared loss's layout. Measured side by side at k=32 (one epoch,
 # one thread): without it, 0.68-0.74 of the squared loss's speed; with it,
-# 0.73-0.83 at 128 and 256 entries ahead, no gain at 32. The squared kernel
-# gained nothing from it (1.01-1.02).
+# 0.73-0.83 at 128 and 256 entries ahead, no gain at 32. The squared kernel,
+# on its two-part layout, gained nothing beyond noise from it (1.01-1.04).
 PREFETCH_AHEAD = 256
 # float32 values per 64-byte cache line.
 _LINE = 16
