@@ -19,6 +19,9 @@ Bounds checking stays at numba's default (off, unless ``NUMBA_BOUNDSCHECK=1``
 is set in the environment, as the CI does once): indices are validated in
 Python before any kernel runs.
 
+:func:`prefetch` is the one compiler extension: a cache hint (``llvm.prefetch``)
+that numba does not expose, used by the logistic SGD kernel.
+
 Thread count: :func:`numba_threads` sets numba's thread count for the current
 thread only while a fit runs, and restores it afterwards; serial fits never
 touch it and never start the thread pool, so they are safe in forked workers.
