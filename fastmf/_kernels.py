@@ -192,7 +192,7 @@ def _fresh_gradient(logistic, user_factors, u, item_factors, i, value, user_bias
     """:func:`_entry_gradient`, compiled out of line for the grouped loop's rare recomputation.
 
     Inlining it there three more times made the logistic kernel take about
-    twice as long to compile, for a path under 3% of groups take.
+    twice as long to compile, for a path that about 3% of groups take.
     """
     return _entry_gradient(logistic, user_factors, u, item_factors, i, value, user_bias, item_bias)
 
@@ -222,6 +222,45 @@ def _group_step(
     _sgd_step(
         user_factors, u, item_factors, i, gradient, user_bias, item_bias, user_acc, item_acc, lr, l2
     )
+
+
+@inline_kernel
+def _sgd_one_at_a_time(
+    logistic,
+    rows,
+    cols,
+    values,
+    start,
+    end,
+    user_factors,
+    item_factors,
+    user_bias,
+    item_bias,
+    user_acc,
+    item_acc,
+    lr,
+    l2,
+):
+    """One SGD step per entry of ``start:end``, in storage order, each right after its gradient."""
+    for t in range(start, end):
+        u = rows[t]
+        i = cols[t]
+        gradient = _entry_gradient(
+            logistic, user_factors, u, item_factors, i, values[t], user_bias, item_bias
+        )
+        _sgd_step(
+            user_factors,
+            u,
+            item_factors,
+            i,
+            gradient,
+            user_bias,
+            item_bias,
+            user_acc,
+            item_acc,
+            lr,
+            l2,
+        )
 
 
 @inline_kernel
@@ -292,25 +331,10 @@ def _sgd_grouped(
             user_bias, item_bias, user_acc, item_acc, lr, l2,
         )  # fmt: skip
         idx += LANES
-    for t in range(idx, end):
-        u = rows[t]
-        i = cols[t]
-        gradient = _entry_gradient(
-            logistic, user_factors, u, item_factors, i, values[t], user_bias, item_bias
-        )
-        _sgd_step(
-            user_factors,
-            u,
-            item_factors,
-            i,
-            gradient,
-            user_bias,
-            item_bias,
-            user_acc,
-            item_acc,
-            lr,
-            l2,
-        )
+    _sgd_one_at_a_time(
+        logistic, rows, cols, values, idx, end, user_factors, item_factors,
+        user_bias, item_bias, user_acc, item_acc, lr, l2,
+    )  # fmt: skip
 
 
 @kernel
@@ -335,25 +359,10 @@ def sgd_block_squared(
     stochastic gradient step of ``0.5 * e**2 + 0.5 * l2 * (|p_u|^2 + |q_i|^2
     [+ b_u^2 + b_i^2])``. Updates factors, biases and accumulators in place.
     """
-    for idx in range(start, end):
-        u = rows[idx]
-        i = cols[idx]
-        gradient = _entry_gradient(
-            False, user_factors, u, item_factors, i, values[idx], user_bias, item_bias
-        )
-        _sgd_step(
-            user_factors,
-            u,
-            item_factors,
-            i,
-            gradient,
-            user_bias,
-            item_bias,
-            user_acc,
-            item_acc,
-            lr,
-            l2,
-        )
+    _sgd_one_at_a_time(
+        False, rows, cols, values, start, end, user_factors, item_factors,
+        user_bias, item_bias, user_acc, item_acc, lr, l2,
+    )  # fmt: skip
 
 
 @kernel
