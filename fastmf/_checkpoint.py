@@ -33,6 +33,8 @@ def fingerprint(layout, params):
 
 def save(path, print_, arrays, progress, rng):
     """Write a checkpoint atomically (temporary file, then rename)."""
+    progress = dict(progress)
+    best_state = progress.pop("_best_state", None) or ()
     contents = {
         "fingerprint": np.array(print_),
         "progress": np.array(json.dumps(progress)),
@@ -41,7 +43,7 @@ def save(path, print_, arrays, progress, rng):
     for name, array in zip(_STATE, arrays):
         if array is not None:
             contents[name] = array
-    for name, array in zip(_STATE, progress.pop("_best_state", None) or ()):
+    for name, array in zip(_STATE, best_state):
         if array is not None:
             contents["best_" + name] = array
     partial = os.fspath(path) + ".part.npz"
