@@ -41,14 +41,14 @@ def test_two_workers_vs_two_threads(benchmark, synthetic, client):
     local_seconds = time.perf_counter() - start
 
     moved = []
-    original = fastmf.dask.DaskEpochs.objective
+    original = fastmf.dask.DaskBackend.objective
 
     def recording(self, *args):  # an epoch's traffic is complete once its objective is
         result = original(self, *args)
         moved.append((self.bytes_moved, self.tasks))
         return result
 
-    fastmf.dask.DaskEpochs.objective = recording
+    fastmf.dask.DaskBackend.objective = recording
     try:
         model = fastmf.RealValueMF(**params)
         benchmark.group = "distributed"
@@ -64,7 +64,7 @@ def test_two_workers_vs_two_threads(benchmark, synthetic, client):
             iterations=1,
         )
     finally:
-        fastmf.dask.DaskEpochs.objective = original
+        fastmf.dask.DaskBackend.objective = original
     seconds = benchmark.stats.stats.median
     np.testing.assert_array_equal(model.user_factors_, local.user_factors_)
     info = dict(

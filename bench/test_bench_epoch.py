@@ -15,6 +15,7 @@ from conftest import straightforward_epoch
 
 from fastmf import _blocks, _kernels
 from fastmf._jit import max_threads, numba_threads
+from fastmf._losses import LOGISTIC, LOSSES, SQUARED
 from fastmf._validation import check_coo
 
 LR, L2 = np.float32(0.005), np.float32(0.05)
@@ -60,8 +61,8 @@ def test_fastmf_epoch(benchmark, synthetic, k, loss, threads):
     coo = check_coo((rows, cols, values), shape)
     grid = _blocks.choose_grid(*shape, coo.nnz, k)
     rng = np.random.default_rng(0)
-    code = _kernels.SQUARED if loss == "squared" else _kernels.LOGISTIC
-    layout = _blocks.arrange(coo, grid, rng, ways=_blocks.INTERLEAVE[code])
+    code = LOSSES[loss]
+    layout = _blocks.arrange(coo, grid, rng, ways=code.interleave)
     P, Q = factors(shape, k)
     epoch = _kernels.sgd_epoch_parallel if threads > 1 else _kernels.sgd_epoch_serial
     arrays = (layout.rows, layout.cols, layout.values, layout.block_offsets)
@@ -89,7 +90,7 @@ def test_objective_pass(benchmark, synthetic):
     layout = _blocks.arrange(coo, 8, np.random.default_rng(0))
     P, Q = factors(shape, 32)
     args = (
-        _kernels.SQUARED,
+        SQUARED,
         layout.rows,
         layout.cols,
         layout.values,
@@ -127,11 +128,11 @@ def test_logistic_to_squared_ratio(benchmark, synthetic, k, threads):
     user_factors, item_factors = start_user.copy(), start_item.copy()
     runs = {}
     for code, values_, lr in (
-        (_kernels.SQUARED, values, np.float32(0.005)),
-        (_kernels.LOGISTIC, labels, np.float32(0.02)),
+        (SQUARED, values, np.float32(0.005)),
+        (LOGISTIC, labels, np.float32(0.02)),
     ):
         coo = check_coo((rows, cols, values_), shape)
-        ways = _blocks.INTERLEAVE[code]
+        ways = code.interleave
         runs[code] = (_blocks.arrange(coo, grid, np.random.default_rng(0), ways=ways), lr)
 
     def epoch(code, seed):
@@ -161,14 +162,14 @@ def test_logistic_to_squared_ratio(benchmark, synthetic, k, threads):
     run_epoch = _kernels.sgd_epoch_parallel if threads > 1 else _kernels.sgd_epoch_serial
 
     def measure(rounds=20):
-        epoch(_kernels.SQUARED, 0)  # compile / warm up both
-        epoch(_kernels.LOGISTIC, 0)
-        seconds = {_kernels.SQUARED: [], _kernels.LOGISTIC: []}
+        epoch(SQUARED, 0)  # compile / warm up both
+        epoch(LOGISTIC, 0)
+        seconds = {SQUARED: [], LOGISTIC: []}
         for r in range(rounds):
-            order = (_kernels.SQUARED, _kernels.LOGISTIC)
+            order = (SQUARED, LOGISTIC)
             for code in order if r % 2 == 0 else order[::-1]:
                 seconds[code].append(epoch(code, r))
-        return np.array(seconds[_kernels.SQUARED]), np.array(seconds[_kernels.LOGISTIC])
+        return np.array(seconds[SQUARED]), np.array(seconds[LOGISTIC])
 
     benchmark.group = "logistic vs squared"
     with numba_threads(threads):

@@ -9,11 +9,10 @@ from . import datasets, exceptions, ids, io, metrics, model_selection
 from ._base import MatrixFactorization
 from ._models import BinaryMF, RealValueMF, mf
 from ._persistence import load
+from ._version import __version__
 from .exceptions import ConvergenceWarning, DivergenceError, NotFittedError
 from .ids import Dataset, IdMap
 from .similarity import cosine_similarity
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BinaryMF",

@@ -1,55 +1,24 @@
 """The fit template and everything a fitted model does, written once for all models."""
 
 import inspect
-import time
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
 
-from . import _checkpoint, _kernels
-from ._blocks import (
-    INTERLEAVE,
-    arrange,
-    choose_grid,
-    epoch_schedule,
-    inverse_permutation,
-    permute_rows,
-    stripe_bounds,
-)
+from . import _driver, _kernels
+from ._backend import LocalBackend
+from ._blocks import choose_grid, inverse_permutation
 from ._jit import numba_threads, resolve_threads
-from ._persistence import save_model
+from ._persistence import register_model_class, save_model
 from ._recommend import RecommenderMixin
-from ._validation import check_coo, check_duplicates_policy, check_pairs
-from .exceptions import ConvergenceWarning, DivergenceError, NotFittedError
+from ._state import TrainingState, normal_factors
+from ._stopping import StoppingRules
+from ._validation import check_coo, check_pairs, check_random_state
+from .exceptions import ConvergenceWarning, NotFittedError
 from .ids import Dataset
 
-_LOSS_CODES = {"squared": _kernels.SQUARED, "logistic": _kernels.LOGISTIC}
 LEARNING_RATES = ("constant", "adagrad")
-
-
-def check_random_state(random_state):
-    """Turn ``random_state`` into a :class:`numpy.random.Generator`.
-
-    ``None`` draws a seed from numpy's global generator (so ``np.random.seed``
-    makes the run repeatable, as in the reference notebook); an int seeds a new
-    generator; a ``Generator`` is used as is (and advanced); a ``RandomState``
-    is advanced to draw a seed.
-    """
-    if random_state is None:
-        return np.random.default_rng(np.random.randint(0, 2**63 - 1, dtype=np.int64))  # noqa: NPY002
-    if isinstance(random_state, np.random.Generator):
-        return random_state
-    if isinstance(random_state, np.random.RandomState):
-        return np.random.default_rng(random_state.randint(0, 2**63 - 1, dtype=np.int64))
-    if isinstance(random_state, Integral) and not isinstance(random_state, bool):
-        if random_state < 0:
-            raise ValueError(f"random_state must be non-negative, got {random_state}.")
-        return np.random.default_rng(int(random_state))
-    raise TypeError(
-        "random_state must be None, an int, a numpy Generator or a RandomState; "
-        f"got {random_state!r}."
-    )
 
 
 class MatrixFactorization(RecommenderMixin):
@@ -75,7 +44,11 @@ class MatrixFactorization(RecommenderMixin):
     regularized more, as in LIBMF and Surprise.
     """
 
-    _loss = None
+    _loss = None  # a fastmf._losses.Loss, named by each model class
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        register_model_class(cls)  # so that fastmf.load finds it by name
 
     def __init__(
         self,
@@ -263,18 +236,9 @@ class MatrixFactorization(RecommenderMixin):
         params = self._validated_params()
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}.")
+        backend = self._backend(client, params)
         maps = (None, None)
-        shards = None
-        if client is not None:
-            from .dask import as_shards
-
-            shards = as_shards(X)
-        if shards is not None:  # the ratings stay on the workers
-            from .dask import open_shards
-
-            check_duplicates_policy(duplicates)
-            coo = open_shards(client, shards, self, shape, duplicates)
-        elif isinstance(X, Dataset):
+        if isinstance(X, Dataset):
             maps, shape = (X.user_map, X.item_map), X.shape
             if isinstance(X_val, Dataset):  # same raw ids, the training maps' indices
                 X_val = (
@@ -283,126 +247,145 @@ class MatrixFactorization(RecommenderMixin):
                     X_val.values,
                 )
             X = X.triplets
-        if shards is None:
-            coo = self._check_input(X, shape, duplicates)
-        val = None if X_val is None else self._check_input(X_val, coo.shape, "last")
+        data = backend.open(X, self._check_input, shape, duplicates)
+        val = None if X_val is None else self._check_input(X_val, data.shape, "last")
         rng = check_random_state(params["random_state"])
-        m, n = coo.shape
-        k = params["k"]
-        std = float(params["init_scale"]) / float(np.sqrt(k))
-        user_factors = rng.standard_normal((m, k), dtype=np.float32)
-        user_factors *= np.float32(std)
-        item_factors = rng.standard_normal((n, k), dtype=np.float32)
-        item_factors *= np.float32(std)
-        self._fit_coo(
-            coo,
+        m, n = data.shape
+        user_factors = normal_factors(rng, m, params["k"], params["init_scale"])
+        item_factors = normal_factors(rng, n, params["k"], params["init_scale"])
+        self._train(
+            data,
             duplicates,
             user_factors,
             item_factors,
             rng,
             params,
+            backend,
             val=val,
             callback=callback,
-            client=client,
             checkpoint=checkpoint,
             resume=resume,
         )
         self.user_map_, self.item_map_ = maps
         return self
 
-    def _check_input(self, X, shape, duplicates):
-        """Validate ``X`` into :class:`~fastmf._validation.Coo`; subclasses check values."""
-        return check_coo(X, shape, duplicates=duplicates)
+    def _backend(self, client, params):
+        """Return the backend that runs the epochs: here, or on the Dask ``client``'s cluster.
 
-    def _fit_coo(
+        The one place where the estimator knows that a distributed backend exists.
+        """
+        if client is None:
+            return LocalBackend(params["n_threads"])
+        from .dask import DaskBackend
+
+        report = None
+        if params["verbose"] >= 2:
+
+            def report(stratum, strata, seconds):
+                print(f"  sub-epoch {stratum}/{strata} done ({seconds:.2f} s)", flush=True)
+
+        return DaskBackend(client, params["n_threads"], report)
+
+    def _check_input(self, X, shape, duplicates):
+        """Validate ``X`` into :class:`~fastmf._validation.Coo` with values this loss accepts."""
+        self._check_loss()
+        if duplicates == "sum" and not self._loss.sums_duplicates:
+            raise ValueError(
+                f"{type(self).__name__}: duplicates='sum' would add labels together; use "
+                "'raise' or 'last'."
+            )
+        coo = check_coo(self._encode_input(X), shape, duplicates=duplicates)
+        values = self._loss.check_values(self._decode_values(coo.values))
+        return type(coo)(coo.rows, coo.cols, values, coo.shape)
+
+    def _encode_input(self, X):
+        """Check the input's form for this model's value encoding (none by default)."""
+        return X
+
+    def _decode_values(self, values):
+        """Turn checked input values into the loss's values (unchanged by default)."""
+        return values
+
+    def _check_loss(self):
+        if self._loss is None:
+            raise TypeError(
+                "MatrixFactorization is a base class; fit RealValueMF or BinaryMF instead."
+            )
+
+    def _train(
         self,
-        coo,
+        data,
         duplicates,
         user_factors,
         item_factors,
         rng,
         params,
+        backend,
         val=None,
         callback=None,
         warm=None,
-        client=None,
         checkpoint=None,
         resume=None,
     ):
-        """Arrange the data in blocks, train, and commit the fitted state.
+        """Arrange the data in blocks, train on ``backend``, and commit the fitted state.
 
         ``user_factors`` and ``item_factors`` (float32, C-contiguous, original id
         order) are taken over: training reorders and updates them in place.
+        ``warm`` (partial_fit) holds the global mean, biases and seen items
+        that a warm start keeps.
         """
-        if self._loss not in _LOSS_CODES:
-            raise TypeError(
-                "MatrixFactorization is a base class; fit RealValueMF or BinaryMF instead."
-            )
-        threads = params["n_threads"]
-        m, n = coo.shape
-        grid = params["grid"] or choose_grid(m, n, coo.nnz, params["k"])
-        ways = INTERLEAVE[_LOSS_CODES[self._loss]]
-        with numba_threads(threads):
-            if getattr(coo, "remote", False):  # shards on a Dask cluster: blocks built there
-                layout = coo.arrange(grid, rng, duplicates, ways)
-            else:
-                layout = arrange(coo, grid, rng, duplicates, parallel=threads > 1, ways=ways)
-            del coo  # the layout is the one copy of the ratings kept while training
-            # Squared loss with biases models r = mean + b_u + b_i + p.q: train on
-            # centered values (the layout is fit's own copy, so in place is safe).
+        loss = self._loss
+        m, n = data.shape
+        grid = params["grid"] or choose_grid(m, n, data.nnz, params["k"])
+        with numba_threads(params["n_threads"]):
+            layout = backend.arrange(data, grid, rng, duplicates, loss.interleave)
+            del data  # the layout is the copy of the ratings kept while training
             global_mean = 0.0
-            if params["biases"] and self._loss == "squared":
-                # Summed block by block, so that a fit whose blocks live on a
-                # cluster gets the same bits.
+            if params["biases"] and loss.centred:
+                # The model is r = mean + b_u + b_i + p.q: train on centred values
+                # (the layout is fit's own copy, so in place is safe). Summed
+                # block by block, so that a fit whose blocks live on a cluster
+                # gets the same bits.
                 global_mean = (
                     float(np.sum(layout.value_sums())) / layout.nnz
                     if warm is None
                     else warm["global_mean"]
                 )
                 layout.subtract(np.float32(global_mean))
-            # Internal (relabeled) order: the rows of one stripe are contiguous in memory.
-            permute_rows(user_factors, layout.user_perm)
-            permute_rows(item_factors, layout.item_perm)
-            user_bias = item_bias = None
-            if params["biases"]:
-                if warm is None:
-                    user_bias = np.zeros(m, dtype=np.float32)
-                    item_bias = np.zeros(n, dtype=np.float32)
-                else:
-                    user_bias = warm["user_bias"][layout.user_perm]
-                    item_bias = warm["item_bias"][layout.item_perm]
-            if val is not None:  # in internal ids, on the centered scale
-                val = (
-                    inverse_permutation(layout.user_perm)[val.rows],
-                    inverse_permutation(layout.item_perm)[val.cols],
-                    val.values - np.float32(global_mean),
-                )
-            runner = None
-            if client is not None:
-                from .dask import DaskEpochs
-
-                report = None
-                if params["verbose"] >= 2:
-
-                    def report(stratum, strata, seconds):
-                        print(f"  sub-epoch {stratum}/{strata} done ({seconds:.2f} s)", flush=True)
-
-                runner = DaskEpochs(client, layout, _LOSS_CODES[self._loss], report)
-            history = self._run_epochs(
+            state = TrainingState.start(
                 layout,
                 user_factors,
                 item_factors,
-                user_bias,
-                item_bias,
+                biases=params["biases"],
+                adagrad=params["learning_rate"] == "adagrad",
+                warm_biases=None if warm is None else (warm["user_bias"], warm["item_bias"]),
+            )
+            validation = None
+            if val is not None:  # in internal ids, on the centred scale
+                validation = _driver.Validation(
+                    inverse_permutation(layout.user_perm)[val.rows],
+                    inverse_permutation(layout.item_perm)[val.cols],
+                    val.values - np.float32(global_mean),
+                    loss,
+                )
+            backend.start(layout, loss, state)
+            stopping = StoppingRules(
+                params["tol"], params["n_iter_no_change"], params["patience"], val is not None
+            )
+            _driver.train(
+                type(self).__name__,
+                layout,
+                state,
+                backend,
+                stopping,
                 rng,
                 params,
-                val,
-                callback,
-                runner,
-                checkpoint,
-                resume,
+                validation=validation,
+                callback=callback,
+                checkpoint=checkpoint,
+                resume=resume,
             )
-            loss_curve, val_curve, best_epoch, converged = history
+        converged = len(stopping.loss_curve) < params["n_epochs"] or stopping.stopped
         if params["tol"] is not None and not converged:
             warnings.warn(
                 f"{type(self).__name__} stopped at n_epochs={params['n_epochs']} before "
@@ -416,217 +399,19 @@ class MatrixFactorization(RecommenderMixin):
         if warm is not None:
             seen_indptr, seen_items = _merge_seen(warm["seen"], (seen_indptr, seen_items), m, n)
         # Commit the fitted state only now, so that a failed fit changes nothing.
-        user_new = inverse_permutation(layout.user_perm)
-        item_new = inverse_permutation(layout.item_perm)
-        permute_rows(user_factors, user_new)
-        permute_rows(item_factors, item_new)
         self.__dict__.update(
-            user_factors_=user_factors,
-            item_factors_=item_factors,
-            user_bias_=user_bias[user_new] if params["biases"] else np.zeros(m, np.float32),
-            item_bias_=item_bias[item_new] if params["biases"] else np.zeros(n, np.float32),
+            **state.fitted(layout),
             global_mean_=global_mean,
-            loss_curve_=np.asarray(loss_curve, dtype=np.float64),
-            val_curve_=np.asarray(val_curve, dtype=np.float64) if val is not None else None,
-            best_epoch_=best_epoch,
-            n_iter_=len(loss_curve),
+            loss_curve_=np.asarray(stopping.loss_curve, dtype=np.float64),
+            val_curve_=None if val is None else np.asarray(stopping.val_curve, dtype=np.float64),
+            best_epoch_=stopping.best_epoch,
+            n_iter_=len(stopping.loss_curve),
             n_users_=m,
             n_items_=n,
             seen_indptr_=seen_indptr,
             seen_items_=seen_items,
         )
         return self
-
-    def _run_epochs(
-        self,
-        layout,
-        user_factors,
-        item_factors,
-        user_bias,
-        item_bias,
-        rng,
-        params,
-        val,
-        callback,
-        runner=None,
-        checkpoint=None,
-        resume=None,
-    ):
-        """Run SGD epochs until a stopping rule or ``n_epochs``.
-
-        One kernel call per epoch; this loop owns the objective, convergence,
-        validation and early stopping, divergence, callbacks and progress
-        output. Factors and biases (None when the model has none) are updated
-        in place (with validation: left at the best epoch's values).
-
-        Returns
-        -------
-        loss_curve, val_curve : lists of float
-        best_epoch : int or None
-            The epoch with the best validation loss (None without validation).
-        stopped : bool
-            True when a stopping rule ended training before ``n_epochs``.
-        """
-        loss = _LOSS_CODES[self._loss]
-        lr = np.float32(params["lr"])
-        l2 = np.float32(params["l2"])
-        tol, n_epochs = params["tol"], params["n_epochs"]
-        if params["n_threads"] > 1:
-            sgd_epoch, data_objective = _kernels.sgd_epoch_parallel, _kernels.objective_parallel
-        else:
-            sgd_epoch, data_objective = _kernels.sgd_epoch_serial, _kernels.objective_serial
-        arrays = (layout.rows, layout.cols, layout.values, layout.block_offsets)
-        block_loss = np.zeros(layout.grid**2, dtype=np.float64)
-        use_bias = user_bias is not None
-        user_acc = item_acc = None
-        if params["learning_rate"] == "adagrad":
-            # Accumulators start at 1, as in LIBMF, so the first steps are at most lr.
-            user_acc = np.ones(user_factors.shape[0], dtype=np.float32)
-            item_acc = np.ones(item_factors.shape[0], dtype=np.float32)
-        state = (user_factors, item_factors, user_bias, item_bias)
-        user_bounds = stripe_bounds(user_factors.shape[0], layout.grid)
-        item_bounds = stripe_bounds(item_factors.shape[0], layout.grid)
-
-        def objective():
-            """Return the objective and whether the state is finite (None: check here)."""
-            if runner is not None:  # computed where the state lives
-                penalty, finite = runner.objective(block_loss)
-            else:
-                data_objective(loss, *arrays, *state, block_loss)
-                penalty, finite = 0.0, None
-                # Stripe by stripe, in the order the cluster's stripes are added up.
-                for factors, counts, bounds in (
-                    (user_factors, layout.user_counts, user_bounds),
-                    (item_factors, layout.item_counts, item_bounds),
-                    (user_bias, layout.user_counts, user_bounds),
-                    (item_bias, layout.item_counts, item_bounds),
-                ):
-                    if factors is None:
-                        continue
-                    matrix = factors if factors.ndim == 2 else factors[:, None]
-                    for lo, hi in zip(bounds[:-1], bounds[1:]):
-                        penalty += _kernels.weighted_squared_norms(matrix[lo:hi], counts[lo:hi])
-            # Blocks are added in a fixed order: same bits for any thread count.
-            return (block_loss.sum() + 0.5 * float(l2) * penalty) / layout.nnz, finite
-
-        def validation_loss():
-            scores = np.empty(val[0].shape[0], dtype=np.float32)
-            _kernels.predict_coo(val[0], val[1], user_factors, item_factors, scores)
-            if use_bias:
-                scores += user_bias[val[0]] + item_bias[val[1]]
-            if loss == _kernels.SQUARED:
-                return float(np.sqrt(np.mean((val[2] - scores.astype(np.float64)) ** 2)))
-            return float(np.mean(np.logaddexp(0.0, -val[2] * scores.astype(np.float64))))
-
-        bar = _progress_bar(params["verbose"], n_epochs, type(self).__name__)
-        try:
-            loss_curve, val_curve = [], []
-            epochs_without_improvement = 0
-            all_state = (*state, user_acc, item_acc)
-            if runner is not None:
-                runner.push(state, user_acc, item_acc)
-            best, _ = objective()
-            best_val, best_epoch, best_state = np.inf, None, None
-            first_epoch = 1
-            if checkpoint is not None or resume is not None:
-                print_ = _checkpoint.fingerprint(layout, params)
-            if resume is not None:
-                progress = _checkpoint.load(resume, print_, all_state, rng)
-                loss_curve, val_curve = progress["loss_curve"], progress["val_curve"]
-                best, best_val = progress["best"], progress["best_val"]
-                best_epoch = progress["best_epoch"]
-                epochs_without_improvement = progress["epochs_without_improvement"]
-                best_state = progress.get("_best_state")
-                first_epoch = len(loss_curve) + 1
-                if runner is not None:
-                    runner.push(state, user_acc, item_acc)
-            for epoch in range(first_epoch, n_epochs + 1):
-                schedule = epoch_schedule(layout.grid, rng)
-                start = time.perf_counter()
-                if runner is None:
-                    sgd_epoch(loss, *arrays, schedule, *state, user_acc, item_acc, lr, l2)
-                else:  # the same schedule, block by block on a cluster
-                    runner(schedule, lr, l2)
-                seconds = time.perf_counter() - start
-                current, finite = objective()
-                if finite is None:
-                    finite = all(np.isfinite(array).all() for array in state if array is not None)
-                if runner is not None and (val is not None or checkpoint is not None):
-                    runner.pull(state, user_acc, item_acc)  # the client needs the factors
-                if not (np.isfinite(current) and finite):
-                    raise DivergenceError(
-                        f"{type(self).__name__} diverged in epoch {epoch}: the objective became "
-                        f"{current} (lr={params['lr']!r}). Use a smaller learning rate, e.g. "
-                        f"lr={params['lr'] / 10:g}, or a larger l2. The model was not changed."
-                    )
-                loss_curve.append(current)
-                val_loss = None
-                if val is not None:
-                    val_loss = validation_loss()
-                    val_curve.append(val_loss)
-                    if val_loss < best_val:
-                        best_val, best_epoch = val_loss, epoch
-                        best_state = [None if a is None else a.copy() for a in state]
-                # SGD makes the objective noisy near the optimum, so progress is
-                # measured against the best value so far, over several epochs.
-                decrease = (best - current) / abs(best) if best != 0 else 0.0
-                rate = layout.nnz / max(seconds, 1e-9) / 1e6
-                if bar is not None:
-                    bar.update(1)
-                    shown = {} if val_loss is None else {"validation": f"{val_loss:.5g}"}
-                    bar.set_postfix(objective=f"{current:.5g}", **shown, refresh=False)
-                elif params["verbose"]:
-                    shown = "" if val_loss is None else f"  validation {val_loss:.6g}"
-                    print(
-                        f"epoch {epoch:>4}/{n_epochs}  objective {current:.6g}{shown}  "
-                        f"rel. decrease {decrease:+.2e}  {rate:.1f}M ratings/s",
-                        flush=True,
-                    )
-                stop = False
-                if callback is not None:
-                    info = {
-                        "epoch": epoch,
-                        "loss": current,
-                        "val_loss": val_loss,
-                        "seconds": seconds,
-                    }
-                    stop = callback(info) is False
-                if val is not None and epoch - best_epoch >= params["patience"]:
-                    stop = True
-                if tol is not None and decrease < tol:
-                    epochs_without_improvement += 1
-                    stop = stop or epochs_without_improvement >= params["n_iter_no_change"]
-                else:
-                    epochs_without_improvement = 0
-                best = min(best, current)
-                if checkpoint is not None:
-                    _checkpoint.save(
-                        checkpoint,
-                        print_,
-                        all_state,
-                        {
-                            "loss_curve": loss_curve,
-                            "val_curve": val_curve,
-                            "best": best,
-                            "best_val": best_val,
-                            "best_epoch": best_epoch,
-                            "epochs_without_improvement": epochs_without_improvement,
-                            "_best_state": best_state,
-                        },
-                        rng,
-                    )
-                if stop:
-                    break
-            if runner is not None:
-                runner.pull(state, user_acc, item_acc)
-            if best_state is not None:
-                for array, saved in zip(state, best_state):
-                    if array is not None:
-                        np.copyto(array, saved)
-            return loss_curve, val_curve, best_epoch, len(loss_curve) < n_epochs or stop
-        finally:
-            if bar is not None:
-                bar.close()
 
     # ------------------------------------------------------------- prediction
     def _check_is_fitted(self):
@@ -753,11 +538,10 @@ class MatrixFactorization(RecommenderMixin):
                 f"shape {coo.shape} is smaller than the fitted ({self.n_users_}, {self.n_items_})."
             )
         rng = check_random_state(params["random_state"])
-        std = np.float32(float(params["init_scale"]) / float(np.sqrt(params["k"])))
 
         def grown(old, rows):
-            extra = rng.standard_normal((rows - old.shape[0], old.shape[1]), dtype=np.float32)
-            return np.ascontiguousarray(np.vstack([old, extra * std]), dtype=np.float32)
+            extra = normal_factors(rng, rows - old.shape[0], old.shape[1], params["init_scale"])
+            return np.ascontiguousarray(np.vstack([old, extra]), dtype=np.float32)
 
         def grown_bias(old, size):
             return np.concatenate([old, np.zeros(size - old.size, dtype=np.float32)])
@@ -768,13 +552,14 @@ class MatrixFactorization(RecommenderMixin):
             "item_bias": grown_bias(self.item_bias_, n),
             "seen": (self.seen_indptr_, self.seen_items_),
         }
-        self._fit_coo(
+        self._train(
             coo,
             duplicates,
             grown(self.user_factors_, m),
             grown(self.item_factors_, n),
             rng,
             params,
+            LocalBackend(params["n_threads"]),
             warm=warm,
         )
         return self
@@ -793,20 +578,6 @@ class MatrixFactorization(RecommenderMixin):
         path : str or path-like
         """
         save_model(self, path)
-
-
-def _progress_bar(verbose, n_epochs, name):
-    """Return a tqdm bar over epochs when ``verbose == 1`` and tqdm is installed, else None.
-
-    ``verbose >= 2`` (or no tqdm) prints one line per epoch instead; 0 is silent.
-    """
-    if verbose != 1:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=n_epochs, desc=name, unit="epoch")
 
 
 def _merge_seen(old, new, m, n):

@@ -29,7 +29,6 @@ import numba
 import numpy as np
 
 from ._jit import kernel, parallel_kernel
-from ._kernels import LANES, LOGISTIC, SQUARED
 
 # Within a block the ratings of one user are stored together, so a user's
 # factor row is fetched once per block; the block's item rows are hit at
@@ -43,17 +42,10 @@ ITEM_STRIPE_BUDGET_BYTES = 2 * 1024 * 1024
 MIN_GRID = 8
 # ...but a block must have enough ratings to amortize its start-up.
 MIN_RATINGS_PER_BLOCK = 2048
-# Independent update chains per core: a block is stored as this many parts
-# taken in turn, so that consecutive entries rarely share a user or an item.
-# The squared kernel steps one entry at a time and gains nothing from more
-# than two parts (dev machine, 10M ratings, one thread, k=32, ratings/s for
-# 1, 2, 4, 8 parts: 55M, 65M, 65M, 59M; in later side-by-side runs, four parts
-# were 13-20% slower than two). The logistic kernel takes entries in groups of
-# LANES (see fastmf._kernels._sgd_grouped) and needs the group's entries from
-# different users: one part per lane. Any value gives the same results for a
-# given layout; only the speed differs.
-INTERLEAVE = {SQUARED: 2, LOGISTIC: LANES}
-
+# The layout stores each block as ``ways`` parts taken in turn (the loss's
+# ``interleave``, see fastmf._losses), so that consecutive entries rarely share
+# a user or an item and the CPU overlaps independent update chains. Any value
+# gives the same results for a given layout; only the speed differs.
 _DUPLICATE_CODES = {"raise": 0, "sum": 1, "last": 2}
 
 
@@ -84,9 +76,6 @@ class BlockLayout:
     item_perm: np.ndarray
     user_counts: np.ndarray
     item_counts: np.ndarray
-
-    # The ratings are in this process (see fastmf.dask.ShardedLayout for the other case).
-    remote = False
 
     @property
     def nnz(self):
@@ -133,7 +122,37 @@ def choose_grid(n_users, n_items, nnz, k):
     return max(1, min(largest, max(by_cache, MIN_GRID)))
 
 
-def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=INTERLEAVE[SQUARED]):
+def duplicates_code(duplicates):
+    """Return the kernels' code for a duplicates policy ("raise", "sum" or "last")."""
+    return _DUPLICATE_CODES[duplicates]
+
+
+def draw_relabeling(rng, shape, grid):
+    """Draw a layout's randomness: the user and item relabelings and the per-block seeds.
+
+    Every layout (in memory, or built on a cluster) draws them with this one
+    call, in this order, so that both get the same bits from the same ``rng``.
+
+    Returns
+    -------
+    user_perm, item_perm : ndarray of int64
+        Internal id -> original id.
+    seeds : ndarray of int64, shape (grid * grid,)
+        The seed of each block's shuffle, in block order.
+    """
+    m, n = shape
+    user_perm = rng.permutation(m)
+    item_perm = rng.permutation(n)
+    seeds = rng.integers(0, np.iinfo(np.int64).max, size=grid * grid, dtype=np.int64)
+    return user_perm, item_perm, seeds
+
+
+def index_dtype(shape):
+    """Return the integer type of internal ids: int32 unless a dimension needs int64."""
+    return np.int32 if max(shape) <= np.iinfo(np.int32).max else np.int64
+
+
+def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=2):
     """Store checked COO data in block order; one copy of the triplets.
 
     Parameters
@@ -148,7 +167,7 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=INTERLEAVE[
     parallel : bool, default=False
         Sort the blocks on numba's thread pool (same result).
     ways : int, default=2
-        Parts per block taken in turn (``INTERLEAVE[loss]`` for the loss that
+        Parts per block taken in turn (``loss.interleave`` for the loss that
         will train on the layout).
 
     Returns
@@ -161,8 +180,7 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=INTERLEAVE[
         On a duplicate (row, col) pair when ``duplicates="raise"``.
     """
     m, n = coo.shape
-    user_perm = rng.permutation(m)
-    item_perm = rng.permutation(n)
+    user_perm, item_perm, seeds = draw_relabeling(rng, coo.shape, grid)
     user_new = inverse_permutation(user_perm)
     item_new = inverse_permutation(item_perm)
     n_blocks = grid * grid
@@ -172,9 +190,8 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=INTERLEAVE[
     offsets = np.zeros(n_blocks + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
 
-    index_dtype = np.int32 if max(m, n) <= np.iinfo(np.int32).max else np.int64
-    rows = np.empty(coo.nnz, dtype=index_dtype)
-    cols = np.empty(coo.nnz, dtype=index_dtype)
+    rows = np.empty(coo.nnz, dtype=index_dtype(coo.shape))
+    cols = np.empty(coo.nnz, dtype=rows.dtype)
     values = np.empty(coo.nnz, dtype=np.float32)
     _scatter_blocks(
         coo.rows,
@@ -191,10 +208,9 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=INTERLEAVE[
         values,
     )
 
-    seeds = rng.integers(0, np.iinfo(np.int64).max, size=n_blocks, dtype=np.int64)
-    results = np.zeros((n_blocks, 4), dtype=np.int64)  # kept, duplicates, first user, item
-    canonicalize = _canonicalize_parallel if parallel else _canonicalize_serial
-    canonicalize(rows, cols, values, offsets, seeds, _DUPLICATE_CODES[duplicates], ways, results)
+    results = canonicalize_blocks(
+        rows, cols, values, offsets, seeds, duplicates, ways, parallel=parallel
+    )
     n_duplicates = int(results[:, 1].sum())
     if n_duplicates:
         if duplicates == "raise":
@@ -468,7 +484,7 @@ def _interleave(rows, cols, values, start, size, ways):
     Within a user's run every update depends on the previous one (the same
     factor row), so the kernel waits on its latency: dot product, then the
     update. Alternating runs from different parts of the block gives the CPU
-    independent chains to overlap (see ``INTERLEAVE``). Each user's factor row
+    independent chains to overlap (see ``Loss.interleave``). Each user's factor row
     is still fetched once per block.
     """
     tmp_rows = rows[start : start + size].copy()
@@ -482,6 +498,20 @@ def _interleave(rows, cols, values, start, size, ways):
         rows[start + t] = tmp_rows[source]
         cols[start + t] = tmp_cols[source]
         values[start + t] = tmp_values[source]
+
+
+def canonicalize_blocks(rows, cols, values, offsets, seeds, duplicates, ways, parallel=False):
+    """Sort, deduplicate, shuffle and interleave each block in place (see the module docstring).
+
+    ``offsets`` (int64, n_blocks + 1) delimit the blocks; ``seeds`` (int64)
+    seed each block's shuffle. Returns int64 (n_blocks, 4): per block, the
+    entries kept (at the block's start), the duplicates found, and the
+    (internal) user and item of the first duplicate.
+    """
+    results = np.zeros((offsets.shape[0] - 1, 4), dtype=np.int64)
+    canonicalize = _canonicalize_parallel if parallel else _canonicalize_serial
+    canonicalize(rows, cols, values, offsets, seeds, duplicates_code(duplicates), ways, results)
+    return results
 
 
 @kernel

@@ -11,8 +11,6 @@ import os
 
 import numpy as np
 
-_STATE = ("user_factors", "item_factors", "user_bias", "item_bias", "user_acc", "item_acc")
-
 
 def fingerprint(layout, params):
     """Summarize the data and hyperparameters a checkpoint belongs to (a JSON string)."""
@@ -32,27 +30,24 @@ def fingerprint(layout, params):
 
 
 def save(path, print_, arrays, progress, rng):
-    """Write a checkpoint atomically (temporary file, then rename)."""
-    progress = dict(progress)
-    best_state = progress.pop("_best_state", None) or ()
+    """Write a checkpoint atomically (temporary file, then rename).
+
+    ``arrays``: name -> ndarray or None (None is left out); ``progress``: a
+    JSON-serializable dict; ``rng``: the fit's generator, whose state is saved.
+    """
     contents = {
         "fingerprint": np.array(print_),
         "progress": np.array(json.dumps(progress)),
         "rng_state": np.array(json.dumps(rng.bit_generator.state)),
     }
-    for name, array in zip(_STATE, arrays):
-        if array is not None:
-            contents[name] = array
-    for name, array in zip(_STATE, best_state):
-        if array is not None:
-            contents["best_" + name] = array
+    contents.update((name, array) for name, array in arrays.items() if array is not None)
     partial = os.fspath(path) + ".part.npz"
     np.savez(partial, **contents)
     os.replace(partial, path)
 
 
-def load(path, print_, arrays, rng):
-    """Restore a checkpoint into ``arrays`` (in place) and ``rng``; return the progress dict."""
+def load(path, print_, rng):
+    """Read a checkpoint written for ``print_``; restore ``rng``; return ``(arrays, progress)``."""
     try:
         with np.load(path, allow_pickle=False) as stored:
             contents = {name: stored[name] for name in stored.files}
@@ -63,11 +58,6 @@ def load(path, print_, arrays, rng):
             f"{path!s} was written for other data or hyperparameters; resume with the same "
             "ratings, shape, grid and hyperparameters (n_epochs may grow)."
         )
-    for name, array in zip(_STATE, arrays):
-        if array is not None:
-            np.copyto(array, contents[name])
-    progress = json.loads(contents["progress"].item())
-    if "best_user_factors" in contents:
-        progress["_best_state"] = [contents.get("best_" + name) for name in _STATE[:4]]
-    rng.bit_generator.state = json.loads(contents["rng_state"].item())
-    return progress
+    progress = json.loads(contents.pop("progress").item())
+    rng.bit_generator.state = json.loads(contents.pop("rng_state").item())
+    return contents, progress

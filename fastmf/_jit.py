@@ -19,8 +19,14 @@ Bounds checking stays at numba's default (off, unless ``NUMBA_BOUNDSCHECK=1``
 is set in the environment, as the CI does once): indices are validated in
 Python before any kernel runs.
 
-:func:`prefetch` is the one compiler extension: a cache hint (``llvm.prefetch``)
-that numba does not expose, used by the logistic SGD kernel.
+:func:`prefetch` is a cache hint (``llvm.prefetch``) that numba does not expose,
+used by the logistic SGD kernel.
+
+:class:`CompileTimeChoice` is the other extension: a Python object that a
+kernel takes as an argument and that numba types by its name alone, so each
+choice gets its own specialization (and cache entry) and a kernel compiles
+only the code of the choice it was called with. The losses are such choices
+(:mod:`fastmf._losses`): a squared-loss fit never compiles the logistic code.
 
 Thread count: :func:`numba_threads` sets numba's thread count for the current
 thread only while a fit runs, and restores it afterwards; serial fits never
@@ -33,7 +39,14 @@ from numbers import Integral
 import numba
 from llvmlite import ir
 from numba.core import cgutils, types
-from numba.extending import intrinsic
+from numba.extending import (
+    NativeValue,
+    intrinsic,
+    models,
+    register_model,
+    typeof_impl,
+    unbox,
+)
 
 FASTMATH_FLAGS = frozenset({"reassoc", "contract"})
 _OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
@@ -100,6 +113,59 @@ def prefetch(typingctx, array, row, column):
         return context.get_dummy_value()
 
     return types.void(array, row, column), codegen
+
+
+class CompileTimeChoice:
+    """Base of Python objects that kernels take as a compile-time choice.
+
+    An instance is typed by numba as :class:`ChoiceType` of its ``name`` (its
+    attributes are invisible to compiled code, and nothing is passed at run
+    time); a kernel's ``@overload`` reads the instance back with
+    :func:`chosen` while typing and picks the code to compile. Names are
+    unique, and an instance pickles by name, so Dask workers get the same one.
+    """
+
+    _registry = {}
+
+    def __init__(self, name):
+        if name in CompileTimeChoice._registry:
+            raise ValueError(f"a compile-time choice named {name!r} exists already")
+        self.name = name
+        CompileTimeChoice._registry[name] = self
+
+    def __reduce__(self):
+        return chosen_by_name, (self.name,)
+
+
+def chosen_by_name(name):
+    """Return the :class:`CompileTimeChoice` called ``name``."""
+    return CompileTimeChoice._registry[name]
+
+
+class ChoiceType(types.Dummy):
+    """The numba type of one :class:`CompileTimeChoice` (cacheable: it holds a name only)."""
+
+    def __init__(self, name):
+        self.choice_name = name
+        super().__init__(name=f"CompileTimeChoice({name})")
+
+
+def chosen(typ):
+    """Return the :class:`CompileTimeChoice` that a :class:`ChoiceType` stands for."""
+    return chosen_by_name(typ.choice_name)
+
+
+@typeof_impl.register(CompileTimeChoice)
+def _typeof_choice(value, context):
+    return ChoiceType(value.name)
+
+
+register_model(ChoiceType)(models.OpaqueModel)
+
+
+@unbox(ChoiceType)
+def _unbox_choice(typ, obj, context):
+    return NativeValue(context.context.get_dummy_value())
 
 
 def max_threads():

@@ -20,10 +20,13 @@ Conventions for every kernel:
 - ``item_factors``: float32, shape (n_items, k), C-contiguous.
 - ``lr``, ``l2``: float32 scalars (float32 keeps the inner loops in single
   precision; a float64 scalar would promote them).
-- ``loss``: :data:`SQUARED` or :data:`LOGISTIC`.
+- ``loss``: a :class:`fastmf._losses.Loss`, a compile-time choice (see
+  :class:`fastmf._jit.CompileTimeChoice`): the epoch and objective kernels run
+  that loss's block kernels (:func:`sgd_block`, :func:`block_loss`), and
+  compile no other loss's code.
 
 The objective kernels sum float32 loss terms per block in float64 into
-``block_loss`` (float64, shape (n_blocks,)); the caller adds the blocks up in a
+``out`` (float64, shape (n_blocks,)); the caller adds the blocks up in a
 fixed order, so the result does not depend on how many threads ran.
 """
 
@@ -31,11 +34,9 @@ import math
 
 import numba
 import numpy as np
+from numba.extending import overload
 
-from ._jit import inline_kernel, kernel, parallel_kernel, prefetch
-
-SQUARED = 0
-LOGISTIC = 1
+from ._jit import chosen, inline_kernel, kernel, parallel_kernel, prefetch
 
 
 @inline_kernel
@@ -152,7 +153,7 @@ def _softplus(x):
 
 # Entries handled as one group by the logistic SGD kernel. The block layout
 # for the logistic loss stores ratings from LANES different parts of a block in
-# turn (fastmf._blocks.INTERLEAVE), so the entries of a group rarely share a
+# turn (its Loss.interleave, fastmf._losses), so the entries of a group rarely share a
 # user or an item.
 LANES = 4
 # The logistic kernel asks for the user factor rows of the entries this far
@@ -406,55 +407,58 @@ def sgd_block_logistic(
     )
 
 
-@kernel
-def _sgd_block(
-    loss,
-    rows,
-    cols,
-    values,
-    start,
-    end,
-    user_factors,
-    item_factors,
-    user_bias,
-    item_bias,
-    user_acc,
-    item_acc,
-    lr,
-    l2,
+def sgd_block(
+    loss, rows, cols, values, start, end, user_factors, item_factors,
+    user_bias, item_bias, user_acc, item_acc, lr, l2,
+):  # fmt: skip
+    """Run ``loss``'s SGD block kernel (``loss.sgd_block``); callable from kernels only.
+
+    ``loss`` is a :class:`fastmf._losses.Loss`, a compile-time choice: the
+    calling kernel compiles that loss's code and no other.
+    """
+    raise NotImplementedError("sgd_block is called from compiled kernels only")
+
+
+@overload(sgd_block, inline="always")
+def _sgd_block_for(
+    loss, rows, cols, values, start, end, user_factors, item_factors,
+    user_bias, item_bias, user_acc, item_acc, lr, l2,
+):  # fmt: skip
+    block_kernel = chosen(loss).sgd_block
+
+    def run(
+        loss, rows, cols, values, start, end, user_factors, item_factors,
+        user_bias, item_bias, user_acc, item_acc, lr, l2,
+    ):  # fmt: skip
+        block_kernel(
+            rows, cols, values, start, end, user_factors, item_factors,
+            user_bias, item_bias, user_acc, item_acc, lr, l2,
+        )  # fmt: skip
+
+    return run
+
+
+def block_loss(loss, rows, cols, values, start, end, user_factors, item_factors, user_bias,
+               item_bias):  # fmt: skip
+    """Return ``loss``'s data loss over entries ``start:end`` (``loss.block_loss``).
+
+    Callable from compiled kernels only.
+    """
+    raise NotImplementedError("block_loss is called from compiled kernels only")
+
+
+@overload(block_loss, inline="always")
+def _block_loss_for(
+    loss, rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias
 ):
-    if loss == SQUARED:
-        sgd_block_squared(
-            rows,
-            cols,
-            values,
-            start,
-            end,
-            user_factors,
-            item_factors,
-            user_bias,
-            item_bias,
-            user_acc,
-            item_acc,
-            lr,
-            l2,
+    loss_kernel = chosen(loss).block_loss
+
+    def run(loss, rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias):
+        return loss_kernel(
+            rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias
         )
-    else:
-        sgd_block_logistic(
-            rows,
-            cols,
-            values,
-            start,
-            end,
-            user_factors,
-            item_factors,
-            user_bias,
-            item_bias,
-            user_acc,
-            item_acc,
-            lr,
-            l2,
-        )
+
+    return run
 
 
 @kernel
@@ -481,7 +485,7 @@ def sgd_epoch_serial(
     for stratum in range(schedule.shape[0]):
         for slot in range(schedule.shape[1]):
             block = schedule[stratum, slot]
-            _sgd_block(
+            sgd_block(
                 loss,
                 rows,
                 cols,
@@ -526,7 +530,7 @@ def sgd_epoch_parallel(
     for stratum in range(schedule.shape[0]):
         for slot in numba.prange(schedule.shape[1]):
             block = schedule[stratum, slot]
-            _sgd_block(
+            sgd_block(
                 loss,
                 rows,
                 cols,
@@ -546,26 +550,27 @@ def sgd_epoch_parallel(
 
 # ----------------------------------------------------------------- objective
 @kernel
-def _block_objective(
-    loss,
-    rows,
-    cols,
-    values,
-    start,
-    end,
-    user_factors,
-    item_factors,
-    user_bias,
-    item_bias,
+def block_loss_squared(
+    rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias
 ):
+    """Return ``sum 0.5 * (r - s)**2`` over entries ``start:end``, in float64."""
     total = 0.0
     for idx in range(start, end):
         score = _score(user_factors, rows[idx], item_factors, cols[idx], user_bias, item_bias)
-        if loss == SQUARED:
-            err = np.float64(values[idx] - score)
-            total += 0.5 * err * err
-        else:
-            total += np.float64(_softplus(-values[idx] * score))
+        err = np.float64(values[idx] - score)
+        total += 0.5 * err * err
+    return total
+
+
+@kernel
+def block_loss_logistic(
+    rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias
+):
+    """Return ``sum log(1 + exp(-y * s))`` over entries ``start:end``, in float64."""
+    total = 0.0
+    for idx in range(start, end):
+        score = _score(user_factors, rows[idx], item_factors, cols[idx], user_bias, item_bias)
+        total += np.float64(_softplus(-values[idx] * score))
     return total
 
 
@@ -580,15 +585,15 @@ def objective_serial(
     item_factors,
     user_bias,
     item_bias,
-    block_loss,
+    out,
 ):
-    """Write each block's data loss into ``block_loss`` (float64), on one thread.
+    """Write each block's data loss (``loss.block_loss``) into ``out`` (float64), on one thread.
 
     Squared: ``sum 0.5 * (r - s)**2``; logistic: ``sum log(1 + exp(-y s))``, with
     ``s`` the score (``p_u . q_i``, plus ``b_u + b_i`` when biases are given).
     """
     for block in range(block_offsets.shape[0] - 1):
-        block_loss[block] = _block_objective(
+        out[block] = block_loss(
             loss,
             rows,
             cols,
@@ -613,11 +618,11 @@ def objective_parallel(
     item_factors,
     user_bias,
     item_bias,
-    block_loss,
+    out,
 ):
     """Like :func:`objective_serial`, blocks in parallel (same bits)."""
     for block in numba.prange(block_offsets.shape[0] - 1):
-        block_loss[block] = _block_objective(
+        out[block] = block_loss(
             loss,
             rows,
             cols,

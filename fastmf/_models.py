@@ -4,8 +4,11 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import expit
 
-from ._base import MatrixFactorization, check_random_state
-from ._validation import check_binary_labels, check_coo
+from ._backend import LocalBackend
+from ._base import MatrixFactorization
+from ._losses import LOGISTIC, SQUARED
+from ._state import uniform_factors
+from ._validation import check_binary_labels, check_random_state
 
 
 class RealValueMF(MatrixFactorization):
@@ -119,7 +122,7 @@ class RealValueMF(MatrixFactorization):
     [5.0, 1.0]
     """
 
-    _loss = "squared"
+    _loss = SQUARED
 
     def predict(self, rows, cols, unknown="raise"):
         """Predict the rating of each (user, item) pair: ``mu + b_u + b_i + p_u . q_i``.
@@ -228,7 +231,7 @@ class BinaryMF(MatrixFactorization):
         Read-only views of ``user_factors_`` and ``item_factors_``.
     """
 
-    _loss = "logistic"
+    _loss = LOGISTIC
 
     def __init__(
         self,
@@ -266,21 +269,18 @@ class BinaryMF(MatrixFactorization):
         )
         self.labels = labels
 
-    def _check_input(self, X, shape, duplicates):
+    def _encode_input(self, X):
         if self.labels not in ("pm1", "01"):
             raise ValueError(f"BinaryMF: labels must be 'pm1' or '01', got {self.labels!r}.")
-        if duplicates == "sum":
-            raise ValueError(
-                "BinaryMF: duplicates='sum' would add labels together; use 'raise' or 'last'."
-            )
         if self.labels == "01" and not (isinstance(X, tuple) or sp.issparse(X)):
             raise ValueError(
                 "BinaryMF: labels='01' needs a sparse matrix or (rows, cols, values) input, "
                 "because in a dense matrix 0 means 'missing'. Use -1/+1 in a dense matrix."
             )
-        coo = check_coo(X, shape, duplicates=duplicates)
-        values = check_binary_labels(coo.values, self.labels)
-        return type(coo)(coo.rows, coo.cols, values, coo.shape)
+        return X
+
+    def _decode_values(self, values):
+        return check_binary_labels(values, self.labels)
 
     def predict_proba(self, rows, cols, unknown="raise"):
         """Probability of a positive response, ``sigmoid(b_u + b_i + p_u . q_i)``, per pair.
@@ -363,12 +363,9 @@ def mf(R, k, n_epoch=5000, lr=0.0003, l2=0.04, random_state=None, tol=None):
     coo = model._check_input(R, None, "raise")
     m, n = coo.shape
     rng = check_random_state(random_state)
-    if random_state is None:
-        # As in the notebook, np.random.seed(...) before the call repeats a run.
-        user_factors = np.random.rand(m, k).astype(np.float32)  # noqa: NPY002
-        item_factors = np.random.rand(n, k).astype(np.float32)  # noqa: NPY002
-    else:
-        user_factors = rng.random((m, k), dtype=np.float32)
-        item_factors = rng.random((n, k), dtype=np.float32)
-    model._fit_coo(coo, "raise", user_factors, item_factors, rng, params)
+    # As in the notebook, np.random.seed(...) before a call without random_state repeats it.
+    user_factors = uniform_factors(rng, m, k, use_global_numpy=random_state is None)
+    item_factors = uniform_factors(rng, n, k, use_global_numpy=random_state is None)
+    backend = LocalBackend(params["n_threads"])
+    model._train(coo, "raise", user_factors, item_factors, rng, params, backend)
     return model.user_factors_, model.item_factors_

@@ -10,6 +10,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from ._version import __version__
 from .ids import IdMap
 
 FORMAT = "fastmf-model"
@@ -24,13 +25,19 @@ _ARRAYS = (
     "seen_items_",
 )
 _SCALARS = ("global_mean_", "n_iter_", "n_users_", "n_items_")
+# Model classes by name, filled as they are defined (MatrixFactorization's
+# subclass hook), so that loading needs no import of the models.
+_MODEL_CLASSES = {}
+
+
+def register_model_class(cls):
+    """Make ``cls`` loadable by :func:`load` under its class name."""
+    _MODEL_CLASSES[cls.__name__] = cls
 
 
 def save_model(model, path):
     """Write a fitted ``model`` to ``path`` (``.npz``); see :meth:`MatrixFactorization.save`."""
     model._check_is_fitted()
-    from . import __version__
-
     params = {}
     for name, value in model.get_params().items():
         if value is None or isinstance(value, (bool, str, Integral, Real)):
@@ -79,9 +86,6 @@ def load(path):
         are read with ``allow_pickle=False``, so a file carrying pickled
         objects is rejected without running them.
     """
-    from ._models import BinaryMF, RealValueMF
-
-    classes = {"RealValueMF": RealValueMF, "BinaryMF": BinaryMF}
     try:
         with np.load(path, allow_pickle=False) as stored:
             contents = {name: stored[name] for name in stored.files}
@@ -102,7 +106,7 @@ def load(path):
             "and older. Upgrade fastmf to load it."
         )
     try:
-        model_class = classes[contents["model_class"].item()]
+        model_class = _MODEL_CLASSES[contents["model_class"].item()]
         model = model_class(**json.loads(contents["params"].item()))
         fitted = {name: contents[name] for name in _ARRAYS}
         scalars = {name: contents[name].item() for name in _SCALARS}

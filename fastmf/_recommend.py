@@ -3,7 +3,6 @@
 from numbers import Integral
 
 import numpy as np
-from scipy.special import expit
 
 from ._ranking import recommend_block_size, top_n
 from ._validation import check_index, check_pairs
@@ -141,17 +140,7 @@ class RecommenderMixin:
             target = coo.values[entries].astype(np.float64)
             base = offset[coo.cols[entries]]
             ridge = l2 * entries.size * np.eye(Z.shape[1])  # per-observation penalty
-            if self._loss == "squared":
-                solution[user] = np.linalg.solve(Z.T @ Z + ridge, Z.T @ (target - base))
-                continue
-            x = np.zeros(Z.shape[1])
-            for _ in range(n_iter):
-                margin = target * (Z @ x + base)
-                weight = expit(-margin)
-                gradient = -Z.T @ (target * weight) + ridge @ x
-                hessian = (Z.T * (weight * (1 - weight))) @ Z + ridge
-                x -= np.linalg.solve(hessian, gradient)
-            solution[user] = x
+            solution[user] = self._loss.fold_in(Z, target, base, ridge, n_iter)
         factors = np.ascontiguousarray(solution[:, :k], dtype=np.float32)
         bias = solution[:, k].astype(np.float32) if use_bias else np.zeros(n_new, np.float32)
         return factors, bias

@@ -60,7 +60,7 @@ def check_coo(X, shape=None, *, duplicates="raise"):
     """
     check_duplicates_policy(duplicates)
     if shape is not None:
-        shape = _check_shape(shape)
+        shape = check_shape(shape)
 
     if isinstance(X, tuple):
         if len(X) != 3:
@@ -230,7 +230,32 @@ def _as_1d(a, name):
     return arr
 
 
-def _check_shape(shape):
+def check_random_state(random_state):
+    """Turn ``random_state`` into a :class:`numpy.random.Generator`.
+
+    ``None`` draws a seed from numpy's global generator (so ``np.random.seed``
+    makes the run repeatable, as in the reference notebook); an int seeds a new
+    generator; a ``Generator`` is used as is (and advanced); a ``RandomState``
+    is advanced to draw a seed.
+    """
+    if random_state is None:
+        return np.random.default_rng(np.random.randint(0, 2**63 - 1, dtype=np.int64))  # noqa: NPY002
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(0, 2**63 - 1, dtype=np.int64))
+    if isinstance(random_state, Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be non-negative, got {random_state}.")
+        return np.random.default_rng(int(random_state))
+    raise TypeError(
+        "random_state must be None, an int, a numpy Generator or a RandomState; "
+        f"got {random_state!r}."
+    )
+
+
+def check_shape(shape):
+    """Return ``shape`` as a pair of non-negative ints, or raise a ValueError."""
     try:
         m, n = shape
     except (TypeError, ValueError):

@@ -33,11 +33,21 @@ import time
 
 import numpy as np
 
-from . import _blocks, _kernels
+from . import _kernels
+from ._blocks import (
+    arrange,
+    block_value_sum,
+    canonicalize_blocks,
+    draw_relabeling,
+    duplicates_error,
+    index_dtype,
+    inverse_permutation,
+    stripe_bounds,
+)
 from ._jit import kernel
-from ._validation import _check_shape
+from ._validation import check_duplicates_policy, check_shape
 
-__all__ = ["Shards", "fit"]
+__all__ = ["DaskBackend", "Shards", "fit"]
 
 
 class Shards:
@@ -121,7 +131,7 @@ def as_shards(X):
     return None
 
 
-def _load_part(source, columns, checker, duplicates, name):
+def _load_part(source, columns, check, duplicates, name):
     """Worker task: read one shard and check it; returns ``(rows, cols, values)``."""
     from .io import read_ratings
 
@@ -146,7 +156,7 @@ def _load_part(source, columns, checker, duplicates, name):
     if len(triplet[0]) == 0:  # an empty partition is fine; empty data overall is not
         return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32)
     try:
-        coo = checker._check_input(triplet, None, duplicates)
+        coo = check(triplet, None, duplicates)
     except (TypeError, ValueError) as error:
         raise type(error)(f"{name}: {error}") from None
     return coo.rows, coo.cols, coo.values
@@ -159,7 +169,7 @@ def _summarize(part):
     return rows.shape[0], int(rows.max()), int(cols.max())
 
 
-def _split_by_stripe(part, user_new, item_new, grid, index_dtype):
+def _split_by_stripe(part, user_new, item_new, grid, dtype):
     """Worker task: relabel one shard and cut it by user stripe, keeping its order."""
     rows, cols, values = part
     m = user_new.shape[0]
@@ -167,16 +177,16 @@ def _split_by_stripe(part, user_new, item_new, grid, index_dtype):
     stripe = (users * grid) // m
     order = np.argsort(stripe, kind="stable")
     bounds = np.searchsorted(stripe[order], np.arange(grid + 1))
-    users = users[order].astype(index_dtype)
-    items = item_new[cols][order].astype(index_dtype)
+    users = users[order].astype(dtype)
+    items = item_new[cols][order].astype(dtype)
     values = values[order]
     return [(users[lo:hi], items[lo:hi], values[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
-def _build_stripe(pieces, seeds, policy, grid, n, user_bounds, item_bounds, ways):
+def _build_stripe(pieces, seeds, duplicates, grid, n, user_bounds, item_bounds, ways):
     """Worker task: arrange one user stripe into its ``grid`` blocks, as local training does.
 
-    Returns the blocks (in stripe-local ids, as :class:`DaskEpochs` runs them)
+    Returns the blocks (in stripe-local ids, as :class:`DaskBackend` runs them)
     and the stripe's statistics for the driver.
     """
     rows = np.concatenate([piece[0] for piece in pieces])
@@ -187,8 +197,7 @@ def _build_stripe(pieces, seeds, policy, grid, n, user_bounds, item_bounds, ways
     rows, cols, values = rows[order], cols[order], values[order]
     offsets = np.zeros(grid + 1, dtype=np.int64)
     np.cumsum(np.bincount(item_stripe, minlength=grid), out=offsets[1:])
-    results = np.zeros((grid, 4), dtype=np.int64)
-    _blocks._canonicalize_serial(rows, cols, values, offsets, seeds, policy, ways, results)
+    results = canonicalize_blocks(rows, cols, values, offsets, seeds, duplicates, ways)
     user_lo, user_hi = user_bounds
     blocks, sums = [], []
     user_counts = np.zeros(user_hi - user_lo, dtype=np.float64)
@@ -207,7 +216,7 @@ def _build_stripe(pieces, seeds, policy, grid, n, user_bounds, item_bounds, ways
         item_counts[item_bounds[bi] : item_bounds[bi + 1]] += np.bincount(
             block_cols, minlength=item_bounds[bi + 1] - item_bounds[bi]
         )
-        sums.append(_blocks.block_value_sum(block_values))
+        sums.append(block_value_sum(block_values))
         blocks.append((block_rows, block_cols, block_values))
     stats = {
         "kept": results[:, 0].copy(),
@@ -221,7 +230,7 @@ def _build_stripe(pieces, seeds, policy, grid, n, user_bounds, item_bounds, ways
 
 
 def _block_value_sum(block):
-    return _blocks.block_value_sum(block[2])
+    return block_value_sum(block[2])
 
 
 def _subtract(block, value):
@@ -233,20 +242,10 @@ def _block_objective(loss, block, user_holder, item_state):
     """Worker task: one block's data loss (float64), as local training computes it."""
     rows, cols, values = block
     user_state = user_holder[0]
-    out = np.zeros(1, dtype=np.float64)
-    _kernels.objective_serial(
-        loss,
-        rows,
-        cols,
-        values,
-        np.array([0, rows.shape[0]], dtype=np.int64),
-        user_state[0],
-        item_state[0],
-        user_state[1],
+    return loss.block_loss(
+        rows, cols, values, 0, rows.shape[0], user_state[0], item_state[0], user_state[1],
         item_state[1],
-        out,
-    )
-    return out[0]
+    )  # fmt: skip
 
 
 def _stripe_seen(blocks, item_bounds, item_perm, stripe_size):
@@ -270,7 +269,6 @@ class ShardedLayout:
     the worker ``owner[user stripe]``.
     """
 
-    remote = True
     rows = cols = values = None
 
     def __init__(self, client, grid, user_perm, item_perm, owner, blocks, stats):
@@ -313,8 +311,8 @@ class ShardedLayout:
     def seen_items_csr(self):
         """Like :func:`fastmf._blocks.seen_items_csr`, assembled stripe by stripe."""
         m, grid = self.user_perm.shape[0], self.grid
-        user_bounds = _blocks.stripe_bounds(m, grid)
-        item_bounds = _blocks.stripe_bounds(self.item_perm.shape[0], grid)
+        user_bounds = stripe_bounds(m, grid)
+        item_bounds = stripe_bounds(self.item_perm.shape[0], grid)
         counts = np.empty(m, dtype=np.int64)
         counts[self.user_perm] = self.user_counts.astype(np.int64)
         indptr = np.zeros(m + 1, dtype=np.int64)
@@ -353,9 +351,8 @@ def _place_runs(stripe_items, stripe_counts, original_users, indptr, out):
         position += stripe_counts[r]
 
 
-def open_shards(client, shards, model, shape, duplicates):
-    """Read and check the shards on the workers; returns a :class:`ShardSource`."""
-    checker = type(model)(**model.get_params())
+def open_shards(client, shards, check, shape, duplicates):
+    """Read the shards on the workers, checked by ``check``; returns a :class:`ShardSource`."""
     if shards.frame is not None:
         frames = client.compute(shards.frame.to_delayed())
         names = [f"partition {i}" for i in range(len(frames))]
@@ -363,7 +360,7 @@ def open_shards(client, shards, model, shape, duplicates):
     else:
         names, sources = list(shards.paths), list(shards.paths)
     parts = [
-        client.submit(_load_part, source, shards.columns, checker, duplicates, name, pure=False)
+        client.submit(_load_part, source, shards.columns, check, duplicates, name, pure=False)
         for source, name in zip(sources, names)
     ]
     # In shard order, so that the first bad shard is the one reported, whatever the timing.
@@ -381,7 +378,7 @@ def open_shards(client, shards, model, shape, duplicates):
     if shape is None:
         shape = (top[0] + 1, top[1] + 1)
     else:
-        shape = _check_shape(shape)
+        shape = check_shape(shape)
         for what, axis in (("row", 0), ("column", 1)):
             if top[axis] >= shape[axis]:
                 raise ValueError(
@@ -394,8 +391,6 @@ def open_shards(client, shards, model, shape, duplicates):
 class ShardSource:
     """Checked shards on the workers, ready to be arranged into blocks."""
 
-    remote = True
-
     def __init__(self, client, parts, shape, nnz):
         self.client, self.parts, self.shape, self.nnz = client, parts, shape, nnz
 
@@ -403,24 +398,22 @@ class ShardSource:
         """Like :func:`fastmf._blocks.arrange`, the same random draws; blocks stay on workers."""
         client = self.client
         m, n = self.shape
-        user_perm = rng.permutation(m)
-        item_perm = rng.permutation(n)
-        seeds = rng.integers(0, np.iinfo(np.int64).max, size=grid * grid, dtype=np.int64)
+        user_perm, item_perm, seeds = draw_relabeling(rng, self.shape, grid)
         workers = sorted(client.scheduler_info()["workers"])
         if not workers:
             raise RuntimeError("The Dask cluster has no workers.")
         owner = [workers[b % len(workers)] for b in range(grid)]
-        index_dtype = np.int32 if max(m, n) <= np.iinfo(np.int32).max else np.int64
+        dtype = index_dtype(self.shape)
         user_new, item_new = (
-            client.scatter(_blocks.inverse_permutation(perm), broadcast=True)
+            client.scatter(inverse_permutation(perm), broadcast=True)
             for perm in (user_perm, item_perm)
         )
         split = [
-            client.submit(_split_by_stripe, part, user_new, item_new, grid, index_dtype, pure=False)
+            client.submit(_split_by_stripe, part, user_new, item_new, grid, dtype, pure=False)
             for part in self.parts
         ]
-        user_bounds = _blocks.stripe_bounds(m, grid)
-        item_bounds = _blocks.stripe_bounds(n, grid)
+        user_bounds = stripe_bounds(m, grid)
+        item_bounds = stripe_bounds(n, grid)
         built = []
         for bu in range(grid):
             pieces = [client.submit(operator.getitem, s, bu, pure=False) for s in split]
@@ -429,7 +422,7 @@ class ShardSource:
                     _build_stripe,
                     pieces,
                     seeds[bu * grid : (bu + 1) * grid],
-                    _blocks._DUPLICATE_CODES[duplicates],
+                    duplicates,
                     grid,
                     n,
                     (user_bounds[bu], user_bounds[bu + 1]),
@@ -460,7 +453,7 @@ class ShardSource:
                 if first.size:
                     user, item = stripe["first_duplicate"][first[0]]
                     break
-            raise _blocks.duplicates_error(n_duplicates, user_perm[user], item_perm[item])
+            raise duplicates_error(n_duplicates, user_perm[user], item_perm[item])
         return ShardedLayout(client, grid, user_perm, item_perm, owner, blocks, stats)
 
 
@@ -474,8 +467,7 @@ def _run_block(loss, block, user_holder, item_state, lr, l2):
     rows, cols, values = block
     user_state = tuple(None if a is None else a.copy() for a in user_holder[0])
     item_state = tuple(None if a is None else a.copy() for a in item_state)
-    kernel = _kernels.sgd_block_squared if loss == _kernels.SQUARED else _kernels.sgd_block_logistic
-    kernel(
+    loss.sgd_block(
         rows,
         cols,
         values,
@@ -493,23 +485,52 @@ def _run_block(loss, block, user_holder, item_state, lr, l2):
     return user_state, item_state
 
 
-class DaskEpochs:
-    """Runs the epochs of one fit on a Dask cluster (created by ``fit(..., client=...)``).
+class DaskBackend:
+    """Run the epochs of a fit on a Dask cluster (``fit(..., client=...)``).
 
-    The training state (factors, biases, AdaGrad accumulators) lives on the
-    workers between epochs, as stripe futures: user stripe ``b`` on the worker
-    that owns it, each item stripe wherever its last block ran. The client
-    sends it once (:meth:`push`) and copies it back only when it needs it
-    (:meth:`pull`: validation, checkpoints, the end of the fit); the objective
-    and the divergence check run on the workers.
+    The backend interface of :mod:`fastmf._backend`. The training state
+    (factors, biases, AdaGrad accumulators) lives on the workers between
+    epochs, as stripe futures: user stripe ``b`` on the worker that owns it,
+    each item stripe wherever its last block ran. The state is sent once
+    (:meth:`push`) and copied back only when the driver needs it
+    (:meth:`pull`: validation, checkpoints, the end of the fit); the
+    objective and the divergence check run on the workers.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    n_threads : int
+        Threads for the work done in the client's process (arranging
+        in-memory ratings into blocks).
+    report : callable, optional
+        ``report(stratum, strata, seconds)`` as each sub-epoch completes.
     """
 
-    def __init__(self, client, layout, loss, report=None):
-        self.client, self.loss, self.grid, self.report = client, loss, layout.grid, report
+    def __init__(self, client, n_threads=1, report=None):
+        self.client, self.n_threads, self.report = client, n_threads, report
+
+    def open(self, X, check, shape, duplicates):
+        """Check in-memory ``X`` here, or sharded input on the workers (a :class:`ShardSource`)."""
+        shards = as_shards(X)
+        if shards is None:
+            return check(X, shape, duplicates)
+        check_duplicates_policy(duplicates)
+        return open_shards(self.client, shards, check, shape, duplicates)
+
+    def arrange(self, data, grid, rng, duplicates, ways):
+        """Lay out the ratings in blocks: on the workers for shards, else here."""
+        if isinstance(data, ShardSource):
+            return data.arrange(grid, rng, duplicates, ways)
+        return arrange(data, grid, rng, duplicates, parallel=self.n_threads > 1, ways=ways)
+
+    def start(self, layout, loss, state):
+        """Place the blocks (unless already on the workers) and push ``state``."""
+        client = self.client
+        self.loss, self.grid, self.state = loss, layout.grid, state
         grid = layout.grid
-        self.user_bounds = _blocks.stripe_bounds(layout.user_perm.shape[0], grid)
-        self.item_bounds = _blocks.stripe_bounds(layout.item_perm.shape[0], grid)
-        if layout.remote:  # the blocks are already on the workers
+        self.user_bounds = stripe_bounds(layout.user_perm.shape[0], grid)
+        self.item_bounds = stripe_bounds(layout.item_perm.shape[0], grid)
+        if isinstance(layout, ShardedLayout):  # the blocks are already on the workers
             self.owner, self.blocks = layout.owner, layout.blocks
         else:
             workers = sorted(client.scheduler_info()["workers"])
@@ -534,7 +555,6 @@ class DaskEpochs:
             b: self._scatter(self._part(layout.item_counts, self.item_bounds, b), self.owner[b])
             for b in range(grid)
         }
-        self.users = self.items = None  # the training state, once pushed
         self.holder = None  # the worker holding each item stripe
         self.stripe_bytes = None
         # Bytes sent between processes and tasks run in the last epoch (with
@@ -542,6 +562,7 @@ class DaskEpochs:
         # the client pushed or pulled.
         self.bytes_moved = 0
         self.tasks = 0
+        self.push()
 
     def _scatter(self, data, worker):
         # hash=False: equal contents (e.g. two stripes of zero biases) must not share a key.
@@ -559,11 +580,11 @@ class DaskEpochs:
             "last completed epoch (pass checkpoint=<path> to fit to write one)."
         )
 
-    def push(self, state, user_acc, item_acc):
+    def push(self):
         """Send the client's training state to the workers (at the start, after resuming)."""
-        user_factors, item_factors, user_bias, item_bias = state
-        user_arrays = (user_factors, user_bias, user_acc)
-        item_arrays = (item_factors, item_bias, item_acc)
+        state = self.state
+        user_arrays = (state.user_factors, state.user_bias, state.user_acc)
+        item_arrays = (state.item_factors, state.item_bias, state.item_acc)
         grid = self.grid
         self.users = {  # held as (user stripe, _), like a block task's output
             b: self._scatter(
@@ -585,17 +606,19 @@ class DaskEpochs:
         ]
         self.bytes_moved += sum(a.nbytes for a in (*user_arrays, *item_arrays) if a is not None)
 
-    def pull(self, state, user_acc, item_acc):
+    def pull(self):
         """Copy the workers' training state into the client's arrays, stripe by stripe."""
-        user_factors, item_factors, user_bias, item_bias = state
+        state = self.state
         try:
             users = {
                 b: self.client.submit(operator.getitem, self.users[b], 0, pure=False)
                 for b in range(self.grid)
             }
+            user_arrays = (state.user_factors, state.user_bias, state.user_acc)
+            item_arrays = (state.item_factors, state.item_bias, state.item_acc)
             for futures, arrays, bounds in (
-                (users, (user_factors, user_bias, user_acc), self.user_bounds),
-                (self.items, (item_factors, item_bias, item_acc), self.item_bounds),
+                (users, user_arrays, self.user_bounds),
+                (self.items, item_arrays, self.item_bounds),
             ):
                 for b in range(self.grid):
                     lo, hi = bounds[b], bounds[b + 1]
@@ -606,13 +629,12 @@ class DaskEpochs:
         except Exception as error:
             raise self._lost("a transfer of the factors", error) from error
 
-    def objective(self, block_loss):
+    def objective(self):
         """Compute the objective's parts on the workers.
 
-        Writes each block's data loss into ``block_loss`` and returns
-        ``(penalty, finite)``: the weighted squared norms summed stripe by
-        stripe in the same order as local training, and whether every factor,
-        bias and accumulator is finite.
+        Returns ``(block_loss, penalty, finite)``: each block's data loss, the
+        weighted squared norms summed stripe by stripe in the same order as
+        local training, and whether every factor, bias and accumulator is finite.
         """
         client, grid = self.client, self.grid
         try:
@@ -642,7 +664,7 @@ class DaskEpochs:
                 for b in range(grid)
             ]
             self.tasks += len(losses) + len(penalties)
-            block_loss[:] = client.gather(losses)
+            block_loss = np.array(client.gather(losses), dtype=np.float64)
             parts = client.gather(penalties)
         except Exception as error:
             raise self._lost("the objective", error) from error
@@ -650,9 +672,9 @@ class DaskEpochs:
         for which in (0, 1):  # factors of every user and item stripe, then their biases
             for factor_part, bias_part, _ in parts:
                 penalty += bias_part if which else factor_part
-        return penalty, all(finite for _, _, finite in parts)
+        return block_loss, penalty, all(finite for _, _, finite in parts)
 
-    def __call__(self, schedule, lr, l2):
+    def epoch(self, schedule, lr, l2):
         """Run one epoch of ``schedule`` on the workers' training state."""
         try:
             self._epoch(schedule, lr, l2)

@@ -4,8 +4,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from ._base import check_random_state
-from ._validation import check_coo
+from ._validation import check_coo, check_random_state
 
 __all__ = ["KFold", "cross_validate", "train_test_split"]
 

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fastmf import BinaryMF, DivergenceError, RealValueMF, _blocks, _kernels
+from fastmf._losses import LOSSES, SQUARED
 from fastmf._validation import check_coo
 
 NONE = None  # an optional kernel array left out
@@ -28,7 +29,7 @@ def layout_of(seed=0, grid=3, m=40, n=30, nnz=500, binary=False, order=None, way
     return (rows, cols, values), _blocks.arrange(coo, grid, np.random.default_rng(7), ways=ways)
 
 
-@pytest.mark.parametrize("ways", sorted(set(_blocks.INTERLEAVE.values())))
+@pytest.mark.parametrize("ways", sorted({loss.interleave for loss in LOSSES.values()}))
 def test_layout_keeps_every_rating_once_in_its_block(ways):
     (rows, cols, values), layout = layout_of(ways=ways)
     original = sorted(zip(rows.tolist(), cols.tolist(), values.tolist()))
@@ -93,9 +94,8 @@ def test_epoch_equals_numpy_reference_of_the_same_schedule(loss, epoch):
         0.05,
         0.1,
     )
-    code = _kernels.SQUARED if loss == "squared" else _kernels.LOGISTIC
     epoch(
-        code,
+        LOSSES[loss],
         layout.rows,
         layout.cols,
         layout.values,
@@ -128,7 +128,7 @@ def test_each_rating_is_visited_exactly_once_per_epoch(epoch):
     values = np.ones_like(layout.values)
     lr = np.float32(2.0**-16)
     epoch(
-        _kernels.SQUARED,
+        SQUARED,
         layout.rows,
         layout.cols,
         values,

@@ -122,13 +122,13 @@ def test_factors_stay_on_the_workers_unless_the_client_needs_them(client, monkey
     import fastmf.dask
 
     pulls = []
-    original = fastmf.dask.DaskEpochs.pull
+    original = fastmf.dask.DaskBackend.pull
 
     def counting(self, *args):
         pulls.append(1)
         return original(self, *args)
 
-    monkeypatch.setattr(fastmf.dask.DaskEpochs, "pull", counting)
+    monkeypatch.setattr(fastmf.dask.DaskBackend, "pull", counting)
     rows, cols, values, shape = random_coo(16, m=90, n=70, nnz=2000)
     settings = dict(k=4, n_epochs=3, tol=None, random_state=8, grid=3, biases=True)
     RealValueMF(**settings).fit((rows, cols, values), shape=shape, client=client)

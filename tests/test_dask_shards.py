@@ -75,8 +75,9 @@ def test_a_dask_dataframe_and_parquet_files_give_the_same_factors(client, tmp_pa
 
 
 def test_the_driver_never_loads_the_shards(client, tmp_path, monkeypatch):
-    import fastmf._base
+    import fastmf._backend
     import fastmf._blocks
+    import fastmf.dask
 
     rows, cols, values, _ = random_coo(23, m=80, n=60, nnz=1500)
     paths = write_npz_shards(tmp_path, rows, cols, values, n_shards=2)
@@ -93,7 +94,8 @@ def test_the_driver_never_loads_the_shards(client, tmp_path, monkeypatch):
         "load",
         lambda path, *a, **k: forbidden() if "part-" in str(path) else real_load(path, *a, **k),
     )
-    monkeypatch.setattr(fastmf._base, "arrange", forbidden)
+    monkeypatch.setattr(fastmf._backend, "arrange", forbidden)
+    monkeypatch.setattr(fastmf.dask, "arrange", forbidden)
     monkeypatch.setattr(fastmf._blocks, "arrange", forbidden)
     model = RealValueMF(k=4, n_epochs=2, tol=None, random_state=0, grid=2)
     model.fit(paths, client=client)  # shape inferred on the workers

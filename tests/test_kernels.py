@@ -12,9 +12,9 @@ from conftest import random_coo
 
 from fastmf import _kernels
 from fastmf._jit import FASTMATH_FLAGS
+from fastmf._losses import LOSSES
 
 BLOCK = {"squared": _kernels.sgd_block_squared, "logistic": _kernels.sgd_block_logistic}
-LOSS_CODE = {"squared": _kernels.SQUARED, "logistic": _kernels.LOGISTIC}
 
 
 NONE = None  # an optional kernel array left out
@@ -57,7 +57,7 @@ def data_objective(loss, rows, cols, values, P, Q, user_bias=NONE, item_bias=NON
     block_loss = np.zeros(1)
     offsets = np.array([0, rows.size], dtype=np.int64)
     _kernels.objective_serial(
-        LOSS_CODE[loss],
+        LOSSES[loss],
         rows,
         cols,
         values,

@@ -1,0 +1,87 @@
+"""Where the epochs run: the backend interface, and the local (numba threads) backend.
+
+A backend is what the training driver (:mod:`fastmf._driver`) runs epochs
+on. Its interface, which :class:`fastmf.dask.DaskBackend` implements too:
+
+- ``open(X, check, shape, duplicates)``: the checked input, with ``shape``
+  and ``nnz`` (``check`` is the model's input check);
+- ``arrange(data, grid, rng, duplicates, ways)``: the block layout;
+- ``start(layout, loss, state)``: take the training state (and the data) to
+  where the epochs run;
+- ``epoch(schedule, lr, l2)``: one SGD epoch;
+- ``objective()``: ``(block_loss, penalty, finite)``: each block's data loss
+  (float64, block order), the weighted squared norms summed stripe by stripe
+  (user factors, item factors, user biases, item biases) and whether the
+  state is finite; the driver adds them up in one fixed order;
+- ``pull()`` / ``push()``: copy the state into / from the driver's
+  :class:`~fastmf._state.TrainingState` arrays (no-ops where they are the same).
+
+Every backend gives the same bits for the same layout and schedule.
+"""
+
+import numpy as np
+
+from . import _kernels
+from ._blocks import arrange, stripe_bounds
+
+
+class LocalBackend:
+    """Run the epochs in this process, on ``n_threads`` of numba's threads.
+
+    ``n_threads == 1`` uses the serial kernels, which never start numba's
+    thread pool.
+    """
+
+    def __init__(self, n_threads):
+        self.n_threads = n_threads
+
+    def open(self, X, check, shape, duplicates):
+        """Check the in-memory input ``X`` with the model's ``check``."""
+        return check(X, shape, duplicates)
+
+    def arrange(self, data, grid, rng, duplicates, ways):
+        """Store the checked ratings in block order (see :func:`fastmf._blocks.arrange`)."""
+        return arrange(data, grid, rng, duplicates, parallel=self.n_threads > 1, ways=ways)
+
+    def start(self, layout, loss, state):
+        """Train ``state`` (updated in place) on ``layout`` with ``loss``."""
+        self.layout, self.loss, self.state = layout, loss, state
+        parallel = self.n_threads > 1
+        self._sgd_epoch = _kernels.sgd_epoch_parallel if parallel else _kernels.sgd_epoch_serial
+        self._objective = _kernels.objective_parallel if parallel else _kernels.objective_serial
+        self._block_loss = np.zeros(layout.grid**2, dtype=np.float64)
+        self._user_bounds = stripe_bounds(state.user_factors.shape[0], layout.grid)
+        self._item_bounds = stripe_bounds(state.item_factors.shape[0], layout.grid)
+
+    def _data(self):
+        layout = self.layout
+        return layout.rows, layout.cols, layout.values, layout.block_offsets
+
+    def epoch(self, schedule, lr, l2):
+        """Run one SGD epoch of ``schedule``."""
+        self._sgd_epoch(self.loss, *self._data(), schedule, *self.state.arrays(), lr, l2)
+
+    def objective(self):
+        """Return ``(block_loss, penalty, finite)``; see the module docstring."""
+        state, layout = self.state, self.layout
+        self._objective(self.loss, *self._data(), *state.arrays()[:4], self._block_loss)
+        penalty = 0.0
+        # Stripe by stripe, in the order a cluster's stripes are added up.
+        for factors, counts, bounds in (
+            (state.user_factors, layout.user_counts, self._user_bounds),
+            (state.item_factors, layout.item_counts, self._item_bounds),
+            (state.user_bias, layout.user_counts, self._user_bounds),
+            (state.item_bias, layout.item_counts, self._item_bounds),
+        ):
+            if factors is None:
+                continue
+            matrix = factors if factors.ndim == 2 else factors[:, None]
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                penalty += _kernels.weighted_squared_norms(matrix[lo:hi], counts[lo:hi])
+        return self._block_loss, penalty, state.parameters_finite()
+
+    def pull(self):
+        """Nothing to do: the epochs update the driver's arrays themselves."""
+
+    def push(self):
+        """Nothing to do: the epochs read the driver's arrays themselves."""

@@ -1,0 +1,163 @@
+"""The training driver: the epoch loop, one plain function for every backend.
+
+:func:`train` runs epochs on a backend (:mod:`fastmf._backend`) until a
+stopping rule (:class:`fastmf._stopping.StoppingRules`) or ``n_epochs``. It
+owns the objective, divergence, validation, callbacks, checkpoints and
+progress output; it never asks which backend it runs on.
+"""
+
+import time
+
+import numpy as np
+
+from . import _checkpoint, _kernels
+from ._blocks import epoch_schedule
+from .exceptions import DivergenceError
+
+
+class Validation:
+    """Validation entries in the layout's internal ids, on the training scale.
+
+    Parameters
+    ----------
+    rows, cols : ndarray of int64
+    values : ndarray of float32
+        Already centred like the training values.
+    loss : fastmf._losses.Loss
+        Whose validation metric is reported.
+    """
+
+    def __init__(self, rows, cols, values, loss):
+        self.rows, self.cols, self.values, self.loss = rows, cols, values, loss
+
+    def score(self, state):
+        """Return the validation metric of ``state`` (a float; lower is better)."""
+        scores = np.empty(self.rows.shape[0], dtype=np.float32)
+        _kernels.predict_coo(self.rows, self.cols, state.user_factors, state.item_factors, scores)
+        if state.user_bias is not None:
+            scores += state.user_bias[self.rows] + state.item_bias[self.cols]
+        return self.loss.validation_metric(self.values, scores)
+
+
+def train(
+    name,
+    layout,
+    state,
+    backend,
+    stopping,
+    rng,
+    params,
+    validation=None,
+    callback=None,
+    checkpoint=None,
+    resume=None,
+):
+    """Run SGD epochs on ``backend`` until a stopping rule or ``params["n_epochs"]``.
+
+    Parameters
+    ----------
+    name : str
+        The model's name, for messages.
+    layout : BlockLayout-like
+        Has ``grid``, ``nnz`` and what :func:`fastmf._checkpoint.fingerprint` reads.
+    state : fastmf._state.TrainingState
+        Updated in place; at the end it holds the trained (or, with
+        validation, the best epoch's) parameters.
+    backend
+        Started on ``layout`` and ``state`` (see :mod:`fastmf._backend`).
+    stopping : fastmf._stopping.StoppingRules
+        Receives the curves and the reason to stop.
+    rng : numpy.random.Generator
+        Draws each epoch's schedule.
+    params : dict
+        Validated hyperparameters (``lr``, ``l2``, ``n_epochs``, ``verbose``).
+    validation : Validation, optional
+    callback : callable, optional
+        ``callback(info)`` after every epoch; ``False`` stops training.
+    checkpoint, resume : path-like, optional
+        Write a checkpoint after every epoch; continue from one.
+
+    Raises
+    ------
+    DivergenceError
+        The objective or the state became non-finite.
+    """
+    lr, l2 = np.float32(params["lr"]), np.float32(params["l2"])
+    n_epochs = params["n_epochs"]
+
+    def objective():
+        block_loss, penalty, finite = backend.objective()
+        # Blocks are added in a fixed order: same bits for any thread count or backend.
+        return (block_loss.sum() + 0.5 * float(l2) * penalty) / layout.nnz, finite
+
+    progress = _Progress(params["verbose"], n_epochs, name)
+    try:
+        stopping.start(objective()[0])
+        if checkpoint is not None or resume is not None:
+            fingerprint = _checkpoint.fingerprint(layout, params)
+        if resume is not None:
+            stopping.resume(resume, fingerprint, state, rng)
+            backend.push()
+        for epoch in range(stopping.next_epoch, n_epochs + 1):
+            schedule = epoch_schedule(layout.grid, rng)
+            start = time.perf_counter()
+            backend.epoch(schedule, lr, l2)
+            seconds = time.perf_counter() - start
+            current, finite = objective()
+            if validation is not None or checkpoint is not None:
+                backend.pull()  # the driver needs the state itself
+            if not (np.isfinite(current) and finite):
+                raise DivergenceError(
+                    f"{name} diverged in epoch {epoch}: the objective became {current} "
+                    f"(lr={params['lr']!r}). Use a smaller learning rate, e.g. "
+                    f"lr={params['lr'] / 10:g}, or a larger l2. The model was not changed."
+                )
+            val_loss = None if validation is None else validation.score(state)
+            decrease = stopping.record(epoch, current, val_loss, state)
+            progress.show(epoch, current, val_loss, decrease, layout.nnz / max(seconds, 1e-9))
+            requested = False
+            if callback is not None:
+                info = {"epoch": epoch, "loss": current, "val_loss": val_loss, "seconds": seconds}
+                requested = callback(info) is False
+            stop = stopping.should_stop(epoch, current, decrease, requested)
+            if checkpoint is not None:
+                stopping.save_checkpoint(checkpoint, fingerprint, state, rng)
+            if stop:
+                break
+        backend.pull()
+        stopping.restore_best(state)
+    finally:
+        progress.close()
+
+
+class _Progress:
+    """Per-epoch progress: a tqdm bar (``verbose == 1`` with tqdm installed) or lines.
+
+    ``verbose >= 2`` (or 1 without tqdm) prints one line per epoch; 0 is silent.
+    """
+
+    def __init__(self, verbose, n_epochs, name):
+        self.verbose, self.n_epochs, self.bar = verbose, n_epochs, None
+        if verbose == 1:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=n_epochs, desc=name, unit="epoch")
+
+    def show(self, epoch, objective, val_loss, decrease, rate):
+        if self.bar is not None:
+            self.bar.update(1)
+            shown = {} if val_loss is None else {"validation": f"{val_loss:.5g}"}
+            self.bar.set_postfix(objective=f"{objective:.5g}", **shown, refresh=False)
+        elif self.verbose:
+            shown = "" if val_loss is None else f"  validation {val_loss:.6g}"
+            print(
+                f"epoch {epoch:>4}/{self.n_epochs}  objective {objective:.6g}{shown}  "
+                f"rel. decrease {decrease:+.2e}  {rate / 1e6:.1f}M ratings/s",
+                flush=True,
+            )
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()

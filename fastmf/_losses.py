@@ -1,0 +1,158 @@
+"""What a loss is: the one definition of each per-entry loss fastmf trains.
+
+A :class:`Loss` holds everything that differs between losses: its compiled
+block kernels (SGD and data loss), the block layout it trains on, whether
+values are centred on their mean, which values it accepts, its validation
+metric and its fold-in solver. A model names its loss (``_loss = SQUARED``);
+nothing else switches on which loss it is. The loss object is also a
+compile-time choice of the kernels (:class:`fastmf._jit.CompileTimeChoice`),
+so a fit compiles only its own loss's code.
+
+Adding a loss: write its two block kernels in :mod:`fastmf._kernels` (SGD over
+``start:end`` and the data loss), define it here, and name it in a model.
+"""
+
+import numpy as np
+from scipy.special import expit
+
+from . import _kernels
+from ._jit import CompileTimeChoice
+from ._kernels import LANES
+
+
+class Loss(CompileTimeChoice):
+    """One per-entry loss and everything fastmf does differently for it.
+
+    Attributes
+    ----------
+    name : str
+        ``"squared"`` or ``"logistic"``: the CLI's ``--loss`` and the kernels' choice.
+    sgd_block, block_loss : numba kernels
+        SGD over entries ``start:end`` in storage order, and their data loss
+        (float64); see :mod:`fastmf._kernels`.
+    interleave : int
+        Parts per block that the layout takes in turn (the kernel's number of
+        independent update chains; see :mod:`fastmf._blocks`).
+    centred : bool
+        With biases, train on values minus their mean (the model's
+        ``global_mean_``); otherwise the global term is 0.
+    sums_duplicates : bool
+        Whether ``duplicates="sum"`` makes sense for the values.
+    metric_name : str
+        The validation metric, lower is better: ``val_curve_`` holds it.
+    """
+
+    def __init__(
+        self,
+        name,
+        *,
+        sgd_block,
+        block_loss,
+        interleave,
+        centred,
+        sums_duplicates,
+        metric_name,
+        metric,
+        values_check,
+        fold_in_solver,
+    ):
+        super().__init__(name)
+        self.sgd_block = sgd_block
+        self.block_loss = block_loss
+        self.interleave = interleave
+        self.centred = centred
+        self.sums_duplicates = sums_duplicates
+        self.metric_name = metric_name
+        self._metric = metric
+        self._values_check = values_check
+        self._fold_in_solver = fold_in_solver
+
+    def __repr__(self):
+        return f"Loss({self.name!r})"
+
+    def check_values(self, values):
+        """Return the float32 values this loss trains on, or raise a ValueError that says why."""
+        return self._values_check(values)
+
+    def validation_metric(self, values, scores):
+        """Return the validation metric of float32 ``scores`` against ``values`` (a float)."""
+        return self._metric(values, scores.astype(np.float64))
+
+    def fold_in(self, design, target, offset, ridge, n_iter):
+        """Solve one new user's row: minimize the loss of ``design @ x + offset`` plus a ridge.
+
+        ``design`` (n_ratings, k[+1]) holds the rated items' factors (and a
+        column of ones for the bias), ``offset`` their fixed score terms,
+        ``ridge`` the penalty matrix; returns ``x`` (float64).
+        """
+        return self._fold_in_solver(design, target, offset, ridge, n_iter)
+
+
+def _rmse(values, scores):
+    return float(np.sqrt(np.mean((values - scores) ** 2)))
+
+
+def _mean_log_loss(values, scores):
+    return float(np.mean(np.logaddexp(0.0, -values * scores)))
+
+
+def _any_finite(values):
+    return values  # fastmf._validation.check_coo has checked them finite
+
+
+def _plus_minus_one(values):
+    wrong = (values != 1.0) & (values != -1.0)
+    if wrong.any():
+        raise ValueError(
+            f"The logistic loss trains on labels -1 and +1; got {values[wrong][0]!r} "
+            f"({int(wrong.sum())} value(s) are neither)."
+        )
+    return values
+
+
+def _ridge_solution(design, target, offset, ridge, n_iter):
+    return np.linalg.solve(design.T @ design + ridge, design.T @ (target - offset))
+
+
+def _newton_solution(design, target, offset, ridge, n_iter):
+    x = np.zeros(design.shape[1])
+    for _ in range(n_iter):
+        margin = target * (design @ x + offset)
+        weight = expit(-margin)
+        gradient = -design.T @ (target * weight) + ridge @ x
+        hessian = (design.T * (weight * (1 - weight))) @ design + ridge
+        x -= np.linalg.solve(hessian, gradient)
+    return x
+
+
+# The squared kernel steps one entry at a time and gains nothing from more than
+# two parts (dev machine, 10M ratings, one thread, k=32, ratings/s for 1, 2, 4, 8
+# parts: 55M, 65M, 65M, 59M; in later side-by-side runs, four parts were 13-20%
+# slower than two). The logistic kernel takes entries in groups of LANES (see
+# fastmf._kernels._sgd_grouped) and needs the group's entries from different
+# users: one part per lane.
+SQUARED = Loss(
+    "squared",
+    sgd_block=_kernels.sgd_block_squared,
+    block_loss=_kernels.block_loss_squared,
+    interleave=2,
+    centred=True,
+    sums_duplicates=True,
+    metric_name="RMSE",
+    metric=_rmse,
+    values_check=_any_finite,
+    fold_in_solver=_ridge_solution,
+)
+LOGISTIC = Loss(
+    "logistic",
+    sgd_block=_kernels.sgd_block_logistic,
+    block_loss=_kernels.block_loss_logistic,
+    interleave=LANES,
+    centred=False,
+    sums_duplicates=False,
+    metric_name="log loss",
+    metric=_mean_log_loss,
+    values_check=_plus_minus_one,
+    fold_in_solver=_newton_solution,
+)
+LOSSES = {loss.name: loss for loss in (SQUARED, LOGISTIC)}

@@ -1,0 +1,116 @@
+"""The training state (factors, biases, AdaGrad accumulators) and how it starts.
+
+:func:`normal_factors` is the one initializer of fit and partial_fit (the
+notebook-compatible :func:`fastmf.mf` draws :func:`uniform_factors` instead).
+A :class:`TrainingState` holds the arrays a fit updates, in the layout's
+internal order while training, and knows how to move between the two orders.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._blocks import inverse_permutation, permute_rows
+
+
+def normal_factors(rng, n_rows, k, init_scale):
+    """Draw ``n_rows`` factor rows from N(0, init_scale**2 / k), float32, C-contiguous."""
+    factors = rng.standard_normal((n_rows, k), dtype=np.float32)
+    factors *= np.float32(float(init_scale) / float(np.sqrt(k)))
+    return factors
+
+
+def uniform_factors(rng, n_rows, k, use_global_numpy):
+    """Draw ``n_rows`` factor rows from U[0, 1), float32, as the reference notebook does.
+
+    With ``use_global_numpy``, from numpy's global generator (so that
+    ``np.random.seed`` repeats a run, as in the notebook); else from ``rng``.
+    """
+    if use_global_numpy:
+        return np.random.rand(n_rows, k).astype(np.float32)  # noqa: NPY002
+    return rng.random((n_rows, k), dtype=np.float32)
+
+
+@dataclass
+class TrainingState:
+    """The arrays one fit updates in place; the optional ones are None when unused.
+
+    Attributes
+    ----------
+    user_factors, item_factors : ndarray of float32, shape (n, k)
+    user_bias, item_bias : ndarray of float32, shape (n,), or None without biases
+    user_acc, item_acc : ndarray of float32, shape (n,), or None without AdaGrad
+        AdaGrad's per-row accumulators of squared gradients.
+    """
+
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    user_bias: np.ndarray | None = None
+    item_bias: np.ndarray | None = None
+    user_acc: np.ndarray | None = None
+    item_acc: np.ndarray | None = None
+
+    # The learned parameters (what the best validation epoch keeps), then the rest.
+    PARAMETERS = ("user_factors", "item_factors", "user_bias", "item_bias")
+    NAMES = (*PARAMETERS, "user_acc", "item_acc")
+
+    @classmethod
+    def start(cls, layout, user_factors, item_factors, biases, adagrad, warm_biases=None):
+        """Build the state of a fit on ``layout`` from factors in original order (taken over).
+
+        The factor rows are reordered in place into the layout's internal order.
+        Biases start at 0 (or at ``warm_biases``, in original order, for a warm
+        start); AdaGrad accumulators start at 1, as in LIBMF, so that the first
+        steps are at most ``lr``.
+        """
+        permute_rows(user_factors, layout.user_perm)
+        permute_rows(item_factors, layout.item_perm)
+        state = cls(user_factors, item_factors)
+        m, n = user_factors.shape[0], item_factors.shape[0]
+        if biases:
+            if warm_biases is None:
+                state.user_bias = np.zeros(m, dtype=np.float32)
+                state.item_bias = np.zeros(n, dtype=np.float32)
+            else:
+                state.user_bias = warm_biases[0][layout.user_perm]
+                state.item_bias = warm_biases[1][layout.item_perm]
+        if adagrad:
+            state.user_acc = np.ones(m, dtype=np.float32)
+            state.item_acc = np.ones(n, dtype=np.float32)
+        return state
+
+    def arrays(self):
+        """All six arrays (None where unused), in :attr:`NAMES` order: the kernels' order."""
+        return tuple(getattr(self, name) for name in self.NAMES)
+
+    def copy_parameters(self):
+        """Return copies of the learned parameters, in :attr:`PARAMETERS` order."""
+        return [None if a is None else a.copy() for a in self.arrays()[:4]]
+
+    def restore_parameters(self, saved):
+        """Copy parameters saved by :meth:`copy_parameters` back into this state's arrays."""
+        for array, kept in zip(self.arrays()[:4], saved):
+            if array is not None:
+                np.copyto(array, kept)
+
+    def parameters_finite(self):
+        """Whether every factor and bias is finite."""
+        return all(np.isfinite(a).all() for a in self.arrays()[:4] if a is not None)
+
+    def fitted(self, layout):
+        """Return factors and biases in original id order (zeros for absent biases).
+
+        Reorders the factor arrays in place: call once, at the end of training.
+        """
+        user_new = inverse_permutation(layout.user_perm)
+        item_new = inverse_permutation(layout.item_perm)
+        permute_rows(self.user_factors, user_new)
+        permute_rows(self.item_factors, item_new)
+        m, n = self.user_factors.shape[0], self.item_factors.shape[0]
+        biases = self.user_bias is not None
+        return {
+            "user_factors_": self.user_factors,
+            "item_factors_": self.item_factors,
+            "user_bias_": self.user_bias[user_new] if biases else np.zeros(m, np.float32),
+            "item_bias_": self.item_bias[item_new] if biases else np.zeros(n, np.float32),
+        }
