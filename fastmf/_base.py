@@ -289,7 +289,7 @@ class MatrixFactorization(RecommenderMixin):
     def _check_input(self, X, shape, duplicates):
         """Validate ``X`` into :class:`~fastmf._validation.Coo` with values this loss accepts."""
         self._check_loss()
-        if duplicates == "sum" and not self._loss.sums_duplicates:
+        if duplicates == "sum" and self._loss.binary:
             raise ValueError(
                 f"{type(self).__name__}: duplicates='sum' would add labels together; use "
                 "'raise' or 'last'."

@@ -22,6 +22,8 @@ EXAMPLES = {
     "similar": "example:\n  fastmf similar model.npz --items 242 302 -n 10",
     "evaluate": "example:\n  fastmf evaluate model.npz test.csv -k 10",
 }
+# The model each --loss trains.
+_MODEL_FOR_LOSS = {model_class._loss.name: model_class for model_class in (RealValueMF, BinaryMF)}
 
 
 def add_commands(commands, formatter):
@@ -33,7 +35,7 @@ def add_commands(commands, formatter):
         formatter_class=formatter,
     )
     _add_data_options(fit)
-    fit.add_argument("--loss", choices=("squared", "logistic"), default="squared")
+    fit.add_argument("--loss", choices=tuple(_MODEL_FOR_LOSS), default=RealValueMF._loss.name)
     fit.add_argument("-k", type=int, default=32, help="number of latent factors")
     fit.add_argument("--epochs", type=int, default=100, help="maximum epochs")
     fit.add_argument("--lr", type=float, help="learning rate (model default if omitted)")
@@ -173,8 +175,8 @@ def _raw_ids(id_map, given):
 def run_fit(args, out):
     raw = _read(args)
     values = raw.values
-    model_class = RealValueMF if args.loss == "squared" else BinaryMF
-    if args.loss == "logistic" and args.threshold is not None:
+    model_class = _MODEL_FOR_LOSS[args.loss]
+    if model_class._loss.binary and args.threshold is not None:
         values = np.where(values >= args.threshold, 1.0, -1.0)
     params = dict(
         k=args.k,
@@ -211,9 +213,8 @@ def run_fit(args, out):
     summary = {"epochs": model.n_iter_, "objective": float(model.loss_curve_[-1])}
     if X_val is not None:
         summary["best_epoch"] = model.best_epoch_
-        summary["val_rmse" if args.loss == "squared" else "val_log_loss"] = float(
-            model.val_curve_.min()
-        )
+        metric = model_class._loss.metric_name.lower().replace(" ", "_")
+        summary[f"val_{metric}"] = float(model.val_curve_.min())
     if args.plot:
         _plot(model, args.plot)
     out.write(

@@ -36,8 +36,9 @@ class Loss(CompileTimeChoice):
     centred : bool
         With biases, train on values minus their mean (the model's
         ``global_mean_``); otherwise the global term is 0.
-    sums_duplicates : bool
-        Whether ``duplicates="sum"`` makes sense for the values.
+    binary : bool
+        Whether the values are labels -1 and +1 (so ``duplicates="sum"``
+        makes no sense; the CLI's ``--threshold`` makes labels from ratings).
     metric_name : str
         The validation metric, lower is better: ``val_curve_`` holds it.
     """
@@ -50,7 +51,7 @@ class Loss(CompileTimeChoice):
         block_loss,
         interleave,
         centred,
-        sums_duplicates,
+        binary,
         metric_name,
         metric,
         values_check,
@@ -61,7 +62,7 @@ class Loss(CompileTimeChoice):
         self.block_loss = block_loss
         self.interleave = interleave
         self.centred = centred
-        self.sums_duplicates = sums_duplicates
+        self.binary = binary
         self.metric_name = metric_name
         self._metric = metric
         self._values_check = values_check
@@ -137,7 +138,7 @@ SQUARED = Loss(
     block_loss=_kernels.block_loss_squared,
     interleave=2,
     centred=True,
-    sums_duplicates=True,
+    binary=False,
     metric_name="RMSE",
     metric=_rmse,
     values_check=_any_finite,
@@ -149,7 +150,7 @@ LOGISTIC = Loss(
     block_loss=_kernels.block_loss_logistic,
     interleave=LANES,
     centred=False,
-    sums_duplicates=False,
+    binary=True,
     metric_name="log loss",
     metric=_mean_log_loss,
     values_check=_plus_minus_one,

@@ -1,7 +1,20 @@
 import hashlib
+import inspect
 
 import numpy as np
 import pytest
+
+import fastmf
+
+# Every public model class: the contract tests run on each one, so a new model
+# is covered as soon as fastmf exports it.
+MODELS = [
+    obj
+    for name in fastmf.__all__
+    if inspect.isclass(obj := getattr(fastmf, name))
+    and issubclass(obj, fastmf.MatrixFactorization)
+    and obj._loss is not None
+]
 
 # The reference notebook's matrices, copied from its printed output.
 NOTEBOOK_RATINGS = np.array(
@@ -60,6 +73,17 @@ def low_rank(seed, m=300, n=200, rank=5, observed=0.2, noise=0.1):
     values = truth[rows, cols] + noise * rng.standard_normal(rows.size)
     test_rows, test_cols = np.nonzero(~mask)
     return (rows, cols, values.astype(np.float32)), (test_rows, test_cols, truth[~mask])
+
+
+def model_coo(model_class, seed, m=30, n=20, nnz=200):
+    """Like :func:`random_coo`, with values ``model_class`` trains on (its loss's kind)."""
+    return random_coo(seed, m, n, nnz, binary=model_class._loss.name == "logistic")
+
+
+@pytest.fixture(params=MODELS, ids=lambda model_class: model_class.__name__)
+def model_class(request):
+    """Each public model class in turn."""
+    return request.param
 
 
 @pytest.fixture

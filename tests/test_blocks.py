@@ -10,11 +10,11 @@ import numba
 import numpy as np
 import pytest
 from _reference import block_epoch
-from conftest import random_coo
+from conftest import MODELS, model_coo, random_coo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastmf import BinaryMF, DivergenceError, RealValueMF, _blocks, _kernels
+from fastmf import DivergenceError, RealValueMF, _blocks, _kernels
 from fastmf._losses import LOSSES, SQUARED
 from fastmf._validation import check_coo
 
@@ -149,7 +149,7 @@ def test_each_rating_is_visited_exactly_once_per_epoch(epoch):
 
 
 def fit_digest(model_class, n_threads, seed=0, grid=4, **params):
-    rows, cols, values, shape = random_coo(5, 200, 150, 5000, binary=model_class is BinaryMF)
+    rows, cols, values, shape = model_coo(model_class, 5, 200, 150, 5000)
     model = model_class(
         k=8,
         n_epochs=4,
@@ -173,14 +173,12 @@ def fit_digest(model_class, n_threads, seed=0, grid=4, **params):
     return digest.hexdigest()
 
 
-@pytest.mark.parametrize("model_class", [RealValueMF, BinaryMF])
 def test_identical_on_any_thread_count_with_biases_and_adagrad(model_class):
     params = dict(biases=True, learning_rate="adagrad")
     digests = {fit_digest(model_class, threads, **params) for threads in (1, 2, None)}
     assert len(digests) == 1
 
 
-@pytest.mark.parametrize("model_class", [RealValueMF, BinaryMF])
 def test_same_seed_gives_identical_factors_on_any_thread_count(model_class):
     digests = {fit_digest(model_class, threads) for threads in (1, 2, None)}
     assert len(digests) == 1
@@ -196,9 +194,9 @@ def test_identical_factors_with_four_threads_in_a_fresh_process():
         sys.path.insert(0, sys.argv[1])
         import numba
         from test_blocks import fit_digest
-        from fastmf import BinaryMF, RealValueMF
+        from conftest import MODELS
         assert numba.config.NUMBA_NUM_THREADS == 4
-        for cls in (RealValueMF, BinaryMF):
+        for cls in MODELS:
             print(cls.__name__, fit_digest(cls, 1), fit_digest(cls, 2), fit_digest(cls, 4))
         """
     )
@@ -212,7 +210,7 @@ def test_identical_factors_with_four_threads_in_a_fresh_process():
     ).stdout
     for line in out.strip().splitlines():
         name, *digests = line.split()
-        model_class = {"RealValueMF": RealValueMF, "BinaryMF": BinaryMF}[name]
+        model_class = {cls.__name__: cls for cls in MODELS}[name]
         assert set(digests) == {fit_digest(model_class, 1)}
 
 
@@ -242,14 +240,21 @@ def test_serial_fit_never_starts_the_thread_pool():
         """
         import numpy as np
         import numba.np.ufunc.parallel as pool
-        from fastmf import BinaryMF, RealValueMF
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        from conftest import MODELS
         X = np.random.default_rng(0).integers(0, 3, size=(60, 40)) - 1
-        RealValueMF(k=4, n_epochs=3, tol=None, n_threads=1).fit(X)
-        BinaryMF(k=4, n_epochs=3, tol=None, n_threads=1).fit(X)
+        for cls in MODELS:
+            cls(k=4, n_epochs=3, tol=None, n_threads=1).fit(X)
         print(pool._is_initialized)
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, os.path.dirname(__file__)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "False"
 
 

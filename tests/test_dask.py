@@ -2,25 +2,20 @@
 
 import numpy as np
 import pytest
-from conftest import digest, random_coo
+from conftest import digest, model_coo, random_coo
 
-from fastmf import BinaryMF, RealValueMF
+from fastmf import RealValueMF
 
 distributed = pytest.importorskip("distributed")
 
 
 @pytest.mark.parametrize(
-    "model_class, params",
-    [
-        (RealValueMF, {}),
-        (RealValueMF, {"biases": True, "learning_rate": "adagrad", "lr": 0.05}),
-        (BinaryMF, {"biases": True}),
-    ],
+    "params",
+    [{}, {"biases": True, "learning_rate": "adagrad", "lr": 0.05}],
+    ids=["plain", "adagrad"],
 )
 def test_distributed_fit_is_bit_identical_to_local(client, model_class, params):
-    rows, cols, values, shape = random_coo(
-        11, m=120, n=90, nnz=3000, binary=model_class is BinaryMF
-    )
+    rows, cols, values, shape = model_coo(model_class, 11, m=120, n=90, nnz=3000)
     settings = dict(k=6, n_epochs=4, tol=None, random_state=3, grid=4, **params)
     local = model_class(n_threads=1, **settings).fit((rows, cols, values), shape=shape)
     remote = model_class(**settings).fit((rows, cols, values), shape=shape, client=client)

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import digest, random_coo
+from conftest import digest, model_coo, random_coo
 
 import fastmf
 from fastmf import BinaryMF, RealValueMF
@@ -26,17 +26,12 @@ def seen_sets(model):
 
 
 @pytest.mark.parametrize(
-    "model_class, params",
-    [
-        (RealValueMF, {}),
-        (RealValueMF, {"biases": True, "learning_rate": "adagrad", "lr": 0.05}),
-        (BinaryMF, {"biases": True}),
-    ],
+    "params",
+    [{}, {"biases": True, "learning_rate": "adagrad", "lr": 0.05}],
+    ids=["plain", "adagrad"],
 )
 def test_npz_shards_give_the_local_factors_bit_for_bit(client, tmp_path, model_class, params):
-    rows, cols, values, shape = random_coo(
-        21, m=120, n=90, nnz=3000, binary=model_class is BinaryMF
-    )
+    rows, cols, values, shape = model_coo(model_class, 21, m=120, n=90, nnz=3000)
     settings = dict(k=6, n_epochs=4, tol=None, random_state=3, grid=4, **params)
     local = model_class(n_threads=1, **settings).fit((rows, cols, values), shape=shape)
     paths = write_npz_shards(tmp_path, rows, cols, values)

@@ -5,17 +5,15 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import low_rank, random_coo
+from conftest import low_rank, model_coo, random_coo
 from sklearn.base import clone
 
 import fastmf
 from fastmf import BinaryMF, ConvergenceWarning, NotFittedError, RealValueMF
 
-MODELS = [RealValueMF, BinaryMF]
-
 
 def data_for(model_class, seed=0):
-    return random_coo(seed, binary=model_class is BinaryMF)
+    return model_coo(model_class, seed)
 
 
 @pytest.fixture(params=[1, 2], ids=["serial", "parallel"])
@@ -35,7 +33,6 @@ def small(n_threads):
     return make
 
 
-@pytest.mark.parametrize("model_class", MODELS)
 class TestContract:
     def test_fit_returns_self_and_sets_fitted_attributes(self, model_class, small):
         rows, cols, values, shape = data_for(model_class)

@@ -5,16 +5,15 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import random_coo
+from conftest import model_coo, random_coo
 
 import fastmf
-from fastmf import BinaryMF, RealValueMF
+from fastmf import RealValueMF
 
 
-@pytest.mark.parametrize("model_class", [RealValueMF, BinaryMF])
 @pytest.mark.parametrize("biases", [False, True])
 def test_round_trip_is_bit_identical(tmp_path, model_class, biases):
-    rows, cols, values, shape = random_coo(0, binary=model_class is BinaryMF)
+    rows, cols, values, shape = model_coo(model_class, 0)
     model = model_class(k=5, n_epochs=4, tol=None, random_state=0, biases=biases, lr=0.03)
     model.fit((rows, cols, values), shape=shape)
     path = tmp_path / "model.npz"

@@ -2,17 +2,17 @@
 
 import numpy as np
 import pytest
-from conftest import random_coo
+from conftest import model_coo
 
 import fastmf
-from fastmf import BinaryMF, RealValueMF
+from fastmf import RealValueMF
 from fastmf._ranking import top_n
 
 
-@pytest.fixture(params=[RealValueMF, BinaryMF])
-def fitted(request):
-    rows, cols, values, shape = random_coo(4, m=25, n=40, nnz=300, binary=request.param is BinaryMF)
-    model = request.param(k=4, n_epochs=5, tol=None, random_state=0, biases=True, lr=0.05)
+@pytest.fixture
+def fitted(model_class):
+    rows, cols, values, shape = model_coo(model_class, 4, m=25, n=40, nnz=300)
+    model = model_class(k=4, n_epochs=5, tol=None, random_state=0, biases=True, lr=0.05)
     return model.fit((rows, cols, values), shape=shape), (rows, cols)
 
 
