@@ -26,6 +26,7 @@ start = time.perf_counter()
 import numpy as np
 import fastmf
 imported = time.perf_counter() - start
+assert fastmf.__file__.startswith(sys.argv[2]), (fastmf.__file__, sys.argv[2])
 rng = np.random.default_rng(0)
 # Dense, 0 = missing: ratings 1-5, or labels -1/+1.
 low, high = (0, 6) if sys.argv[1] == "RealValueMF" else (-1, 2)
@@ -40,8 +41,11 @@ print(json.dumps({"import": imported, "fit": time.perf_counter() - start}))
 def first_call(tree, model, cache):
     """Time ``import fastmf`` and a default fit of ``model`` from ``tree`` in a new process."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), PYTHONPATH=str(tree))
+    # Run from the cache folder: `python -c` puts the working directory first on
+    # sys.path, ahead of PYTHONPATH.
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, model],
+        [sys.executable, "-c", _CHILD, model, str(tree)],
+        cwd=cache,
         env=env,
         capture_output=True,
         text=True,

@@ -42,6 +42,10 @@ ITEM_STRIPE_BUDGET_BYTES = 2 * 1024 * 1024
 MIN_GRID = 8
 # ...but a block must have enough ratings to amortize its start-up.
 MIN_RATINGS_PER_BLOCK = 2048
+# Below this many ratings the blocks are sorted on one thread even when the fit
+# has more: the serial sort takes milliseconds there, and the parallel one
+# costs a first fit about 3 s more compile time (same result either way).
+PARALLEL_LAYOUT_MIN_RATINGS = 1 << 18
 # The layout stores each block as ``ways`` parts taken in turn (the loss's
 # ``interleave``, see fastmf._losses), so that consecutive entries rarely share
 # a user or an item and the CPU overlaps independent update chains. Any value
@@ -165,7 +169,8 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=2):
         Draws the relabeling and the per-block shuffle seeds.
     duplicates : {"raise", "sum", "last"}
     parallel : bool, default=False
-        Sort the blocks on numba's thread pool (same result).
+        Sort the blocks on numba's thread pool (same result), if there are at
+        least ``PARALLEL_LAYOUT_MIN_RATINGS`` ratings.
     ways : int, default=2
         Parts per block taken in turn (``loss.interleave`` for the loss that
         will train on the layout).
@@ -208,6 +213,7 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=2):
         values,
     )
 
+    parallel = parallel and coo.nnz >= PARALLEL_LAYOUT_MIN_RATINGS
     results = canonicalize_blocks(
         rows, cols, values, offsets, seeds, duplicates, ways, parallel=parallel
     )
@@ -289,21 +295,27 @@ def permute_rows(factors, source):
     range(n_rows). Follows the permutation's cycles with one spare row, so
     no second factor matrix is allocated.
     """
-    n_rows = factors.shape[0]
+    # Rows are copied element by element: a whole-row assignment would compile
+    # numba's shape-mismatch error path (string formatting), 2+ s of every
+    # first fit's compile time.
+    n_rows, k = factors.shape
     done = np.zeros(n_rows, dtype=np.bool_)
-    spare = np.empty(factors.shape[1], dtype=factors.dtype)
+    spare = np.empty(k, dtype=factors.dtype)
     for start in range(n_rows):
         if done[start]:
             continue
-        spare[:] = factors[start]
+        for f in range(k):
+            spare[f] = factors[start, f]
         row = start
         while True:
             done[row] = True
             nxt = source[row]
             if nxt == start:
-                factors[row] = spare
+                for f in range(k):
+                    factors[row, f] = spare[f]
                 break
-            factors[row] = factors[nxt]
+            for f in range(k):
+                factors[row, f] = factors[nxt, f]
             row = nxt
 
 

@@ -311,3 +311,49 @@ def test_any_small_problem_fits_identically_on_one_and_two_threads(
     ids, _ = fits[0].recommend(0, n=3)
     seen = set(cols[rows == 0].tolist())
     assert not set(ids[ids >= 0].tolist()) & seen
+
+
+@pytest.mark.parametrize("duplicates", ["sum", "last"])
+@pytest.mark.parametrize("ways", sorted({loss.interleave for loss in LOSSES.values()}))
+def test_parallel_and_serial_block_sorts_give_the_same_layout(duplicates, ways):
+    # Fits sort small inputs serially (PARALLEL_LAYOUT_MIN_RATINGS), so the
+    # parallel sort is checked here directly, with duplicate pairs to resolve.
+    rows, cols, values, _ = random_coo(9, m=50, n=40, nnz=800)
+    rows = np.concatenate([rows, rows[:100]])
+    cols = np.concatenate([cols, cols[:100]])
+    values = np.concatenate([values, values[:100] + 1])
+    results = []
+    for parallel in (False, True):
+        arrays = [rows.copy(), cols.copy(), values.astype(np.float32)]
+        grid = 4
+        stripe = (arrays[0].astype(np.int64) * grid // 50) * grid + arrays[1] * grid // 40
+        order = np.argsort(stripe, kind="stable")
+        arrays = [a[order] for a in arrays]
+        offsets = np.searchsorted(stripe[order], np.arange(grid * grid + 1)).astype(np.int64)
+        seeds = np.arange(grid * grid, dtype=np.int64) * 7919
+        summary = _blocks.canonicalize_blocks(
+            *arrays, offsets, seeds, duplicates, ways, parallel=parallel
+        )
+        results.append((summary, arrays))
+    (serial_summary, serial), (parallel_summary, parallel) = results
+    np.testing.assert_array_equal(serial_summary, parallel_summary)
+    assert serial_summary[:, 1].sum() == 100
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_large_inputs_sort_their_blocks_in_parallel(monkeypatch):
+    calls = []
+    real = _blocks.canonicalize_blocks
+
+    def spy(*args, parallel=False):
+        calls.append(parallel)
+        return real(*args, parallel=parallel)
+
+    monkeypatch.setattr(_blocks, "canonicalize_blocks", spy)
+    monkeypatch.setattr(_blocks, "PARALLEL_LAYOUT_MIN_RATINGS", 500)
+    for nnz in (400, 600):
+        rows, cols, values, shape = random_coo(3, m=40, n=30, nnz=nnz)
+        coo = check_coo((rows, cols, values), shape)
+        _blocks.arrange(coo, 2, np.random.default_rng(0), parallel=True)
+    assert calls == [False, True]
