@@ -7,10 +7,16 @@ prediction and similarity.
 
 from . import datasets, exceptions, ids, io, metrics, model_selection
 from ._base import MatrixFactorization
+from ._config import show_config, warmup
 from ._models import BinaryMF, RealValueMF, mf
 from ._persistence import load
 from ._version import __version__
-from .exceptions import ConvergenceWarning, DivergenceError, NotFittedError
+from .exceptions import (
+    ConvergenceWarning,
+    DivergenceError,
+    NotFittedError,
+    SerialFallbackWarning,
+)
 from .ids import Dataset, IdMap
 from .similarity import cosine_similarity
 
@@ -23,6 +29,7 @@ __all__ = [
     "MatrixFactorization",
     "NotFittedError",
     "RealValueMF",
+    "SerialFallbackWarning",
     "__version__",
     "cosine_similarity",
     "datasets",
@@ -33,4 +40,6 @@ __all__ = [
     "metrics",
     "mf",
     "model_selection",
+    "show_config",
+    "warmup",
 ]

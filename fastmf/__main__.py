@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from . import BinaryMF, RealValueMF, __version__
+from . import BinaryMF, RealValueMF, __version__, show_config
 from .datasets import make_synthetic
 from .metrics import log_loss, rmse, roc_auc
 
@@ -106,11 +106,19 @@ def main(argv=None):
     demo_parser.add_argument("--items", type=int, default=5_000)
     demo_parser.add_argument("-k", type=int, default=32, help="number of latent factors")
     demo_parser.add_argument("--seed", type=int, default=0)
+    commands.add_parser(
+        "info",
+        help="print versions, threading layer, compile cache and CPU (for bug reports)",
+        description="Print what a bug report needs: versions, threading layer and its safety, "
+        "thread count, compile cache folder, CPU and SIMD width.",
+    )
     _cli.add_commands(commands, formatter)
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
             demo(args.users, args.items, args.ratings, args.k, args.seed)
+        elif args.command == "info":
+            show_config()
         else:
             _cli.run(args)
     except Exception as error:  # one line for users; the traceback with --debug

@@ -14,7 +14,9 @@ on. Its interface, which :class:`fastmf.dask.DaskBackend` implements too:
   (user factors, item factors, user biases, item biases) and whether the
   state is finite; the driver adds them up in one fixed order;
 - ``pull()`` / ``push()``: copy the state into / from the driver's
-  :class:`~fastmf._state.TrainingState` arrays (no-ops where they are the same).
+  :class:`~fastmf._state.TrainingState` arrays (no-ops where they are the same);
+- ``n_threads``: the threads it may use in this process; the estimator lowers
+  it to 1 for a fit where more would be unsafe (:func:`fastmf._jit.numba_threads`).
 
 Every backend gives the same bits for the same layout and schedule.
 """

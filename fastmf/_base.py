@@ -237,16 +237,7 @@ class MatrixFactorization(RecommenderMixin):
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {callback!r}.")
         backend = self._backend(client, params)
-        maps = (None, None)
-        if isinstance(X, Dataset):
-            maps, shape = (X.user_map, X.item_map), X.shape
-            if isinstance(X_val, Dataset):  # same raw ids, the training maps' indices
-                X_val = (
-                    X.user_map.to_index(X_val.user_map.to_raw(X_val.rows)),
-                    X.item_map.to_index(X_val.item_map.to_raw(X_val.cols)),
-                    X_val.values,
-                )
-            X = X.triplets
+        X, X_val, shape, maps = _unpack_dataset(X, X_val, shape)
         data = backend.open(X, self._check_input, shape, duplicates)
         val = None if X_val is None else self._check_input(X_val, data.shape, "last")
         rng = check_random_state(params["random_state"])
@@ -256,8 +247,7 @@ class MatrixFactorization(RecommenderMixin):
         self._train(
             data,
             duplicates,
-            user_factors,
-            item_factors,
+            (user_factors, item_factors),
             rng,
             params,
             backend,
@@ -312,32 +302,20 @@ class MatrixFactorization(RecommenderMixin):
                 "MatrixFactorization is a base class; fit RealValueMF or BinaryMF instead."
             )
 
-    def _train(
-        self,
-        data,
-        duplicates,
-        user_factors,
-        item_factors,
-        rng,
-        params,
-        backend,
-        val=None,
-        callback=None,
-        warm=None,
-        checkpoint=None,
-        resume=None,
-    ):
+    def _train(self, data, duplicates, factors, rng, params, backend, val=None, warm=None, **run):
         """Arrange the data in blocks, train on ``backend``, and commit the fitted state.
 
-        ``user_factors`` and ``item_factors`` (float32, C-contiguous, original id
-        order) are taken over: training reorders and updates them in place.
+        ``factors``, the user and item factors (float32, C-contiguous, original
+        id order), are taken over: training reorders and updates them in place.
         ``warm`` (partial_fit) holds the global mean, biases and seen items
-        that a warm start keeps.
+        that a warm start keeps; ``run`` (``callback``, ``checkpoint``,
+        ``resume``) goes to :func:`fastmf._driver.train`.
         """
         loss = self._loss
         m, n = data.shape
         grid = params["grid"] or choose_grid(m, n, data.nnz, params["k"])
-        with numba_threads(params["n_threads"]):
+        with numba_threads(params["n_threads"]) as threads:
+            backend.n_threads = threads  # fewer where more would be unsafe (fastmf._jit)
             layout = backend.arrange(data, grid, rng, duplicates, loss.interleave)
             del data  # the layout is the copy of the ratings kept while training
             global_mean = 0.0
@@ -354,8 +332,7 @@ class MatrixFactorization(RecommenderMixin):
                 layout.subtract(np.float32(global_mean))
             state = TrainingState.start(
                 layout,
-                user_factors,
-                item_factors,
+                *factors,
                 biases=params["biases"],
                 adagrad=params["learning_rate"] == "adagrad",
                 warm_biases=None if warm is None else (warm["user_bias"], warm["item_bias"]),
@@ -381,9 +358,7 @@ class MatrixFactorization(RecommenderMixin):
                 rng,
                 params,
                 validation=validation,
-                callback=callback,
-                checkpoint=checkpoint,
-                resume=resume,
+                **run,
             )
         converged = len(stopping.loss_curve) < params["n_epochs"] or stopping.stopped
         if params["tol"] is not None and not converged:
@@ -555,8 +530,7 @@ class MatrixFactorization(RecommenderMixin):
         self._train(
             coo,
             duplicates,
-            grown(self.user_factors_, m),
-            grown(self.item_factors_, n),
+            (grown(self.user_factors_, m), grown(self.item_factors_, n)),
             rng,
             params,
             LocalBackend(params["n_threads"]),
@@ -578,6 +552,23 @@ class MatrixFactorization(RecommenderMixin):
         path : str or path-like
         """
         save_model(self, path)
+
+
+def _unpack_dataset(X, X_val, shape):
+    """Return ``(X, X_val, shape, (user_map, item_map))`` with a :class:`Dataset` as triplets.
+
+    A validation Dataset is mapped through the training maps (same raw ids,
+    the training indices). Other input passes through, with no maps.
+    """
+    if not isinstance(X, Dataset):
+        return X, X_val, shape, (None, None)
+    if isinstance(X_val, Dataset):
+        X_val = (
+            X.user_map.to_index(X_val.user_map.to_raw(X_val.rows)),
+            X.item_map.to_index(X_val.item_map.to_raw(X_val.cols)),
+            X_val.values,
+        )
+    return X.triplets, X_val, X.shape, (X.user_map, X.item_map)
 
 
 def _merge_seen(old, new, m, n):

@@ -31,8 +31,15 @@ only the code of the choice it was called with. The losses are such choices
 Thread count: :func:`numba_threads` sets numba's thread count for the current
 thread only while a fit runs, and restores it afterwards; serial fits never
 touch it and never start the thread pool, so they are safe in forked workers.
+It also falls back to one thread (same bits, a :class:`SerialFallbackWarning`
+once) where parallel kernels would crash or hang the process: in a child
+forked after the parent started a GNU OpenMP pool, and, on the workqueue
+layer (not thread-safe), while another thread runs a parallel kernel.
 """
 
+import os
+import threading
+import warnings
 from contextlib import contextmanager
 from numbers import Integral
 
@@ -47,6 +54,8 @@ from numba.extending import (
     typeof_impl,
     unbox,
 )
+
+from .exceptions import SerialFallbackWarning
 
 FASTMATH_FLAGS = frozenset({"reassoc", "contract"})
 _OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
@@ -187,15 +196,102 @@ def resolve_threads(n_threads):
     return min(int(n_threads), max_threads())
 
 
+# Parallel kernels running now (for layers that allow only one at a time), and
+# whether this process is a child forked after its parent started a pool that
+# cannot survive a fork.
+_lock = threading.Lock()
+_parallel_calls = 0
+_forked_unsafe_pool = False
+_warned = set()
+
+
+def pool_started():
+    """Whether numba's thread pool has been started in this process (or its parent)."""
+    from numba.np.ufunc import parallel
+
+    return bool(parallel._is_initialized)
+
+
+def threading_layer():
+    """Return numba's threading layer ("tbb", "omp" or "workqueue"); None before the pool starts."""
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return None
+
+
+def _fork_unsafe_layer():
+    """Whether the running pool aborts a forked child that uses it (GNU OpenMP)."""
+    if threading_layer() != "omp":
+        return False
+    try:
+        from numba.np.ufunc import omppool
+    except ImportError:  # pragma: no cover - the omp layer is loaded when it is in use
+        return True
+    return getattr(omppool, "openmp_vendor", "GNU") == "GNU"
+
+
+def _after_fork_in_child():
+    global _forked_unsafe_pool, _parallel_calls, _lock
+    _lock = threading.Lock()  # a thread of the parent may have held it
+    _parallel_calls = 0
+    if pool_started() and _fork_unsafe_layer():
+        _forked_unsafe_pool = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _warn_once(reason, message):
+    if reason not in _warned:
+        _warned.add(reason)
+        warnings.warn(message, SerialFallbackWarning, stacklevel=4)
+
+
 @contextmanager
 def numba_threads(n_threads):
-    """Run the body with numba's thread count set to ``n_threads`` (this thread only)."""
+    """Run the body with up to ``n_threads`` of numba's threads; yields the count to use.
+
+    Yields 1 (serial kernels, no thread pool) where parallel kernels are
+    unsafe; see the module docstring.
+    """
+    global _parallel_calls
+    if n_threads > 1 and _forked_unsafe_pool:
+        _warn_once(
+            "fork",
+            "fastmf runs on one thread in this process: it was forked after its parent "
+            "started numba's GNU OpenMP thread pool, which would abort it. Start worker "
+            "processes with the 'spawn' or 'forkserver' method (multiprocessing.get_context), "
+            "or install tbb and set NUMBA_THREADING_LAYER=tbb, to fit on several threads.",
+        )
+        n_threads = 1
     if n_threads == 1:
-        yield
+        yield 1
+        return
+    with _lock:
+        if not pool_started():
+            from numba.np.ufunc import parallel
+
+            parallel._launch_threads()  # now the layer is known
+        exclusive = threading_layer() == "workqueue"
+        if exclusive and _parallel_calls:
+            n_threads = 1
+        else:
+            _parallel_calls += 1
+    if n_threads == 1:
+        _warn_once(
+            "workqueue",
+            "fastmf ran this fit on one thread: numba's 'workqueue' threading layer runs one "
+            "parallel kernel at a time and another fit was using it. Install tbb (and set "
+            "NUMBA_THREADING_LAYER=tbb) or an OpenMP runtime for concurrent parallel fits.",
+        )
+        yield 1
         return
     previous = numba.get_num_threads()
     numba.set_num_threads(n_threads)
     try:
-        yield
+        yield n_threads
     finally:
         numba.set_num_threads(previous)
+        with _lock:
+            _parallel_calls -= 1

@@ -367,5 +367,5 @@ def mf(R, k, n_epoch=5000, lr=0.0003, l2=0.04, random_state=None, tol=None):
     user_factors = uniform_factors(rng, m, k, use_global_numpy=random_state is None)
     item_factors = uniform_factors(rng, n, k, use_global_numpy=random_state is None)
     backend = LocalBackend(params["n_threads"])
-    model._train(coo, "raise", user_factors, item_factors, rng, params, backend)
+    model._train(coo, "raise", (user_factors, item_factors), rng, params, backend)
     return model.user_factors_, model.item_factors_

@@ -1,6 +1,6 @@
 """Exceptions and warnings raised by fastmf."""
 
-__all__ = ["ConvergenceWarning", "DivergenceError", "NotFittedError"]
+__all__ = ["ConvergenceWarning", "DivergenceError", "NotFittedError", "SerialFallbackWarning"]
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -20,4 +20,15 @@ class DivergenceError(FloatingPointError):
 
     The model is left as it was before the failed ``fit``. A smaller learning
     rate (``lr``) or a larger ``l2`` usually fixes it.
+    """
+
+
+class SerialFallbackWarning(RuntimeWarning):
+    """A fit ran on one thread although more were asked for, because more would be unsafe.
+
+    Given once per process and reason: in a child process forked after the
+    parent started numba's GNU OpenMP thread pool (which would abort the
+    child), and when numba's thread pool is not thread-safe (the
+    ``workqueue`` layer) and another parallel fit is running. The result is
+    the same bits either way; only the speed differs.
     """

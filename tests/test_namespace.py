@@ -15,6 +15,7 @@ def test_public_namespace_is_pinned():
         "MatrixFactorization",
         "NotFittedError",
         "RealValueMF",
+        "SerialFallbackWarning",
         "__version__",
         "cosine_similarity",
         "datasets",
@@ -25,6 +26,8 @@ def test_public_namespace_is_pinned():
         "metrics",
         "mf",
         "model_selection",
+        "show_config",
+        "warmup",
     ]
     for name in fastmf.__all__:
         assert hasattr(fastmf, name)
