@@ -70,7 +70,7 @@ def test_fastmf_epoch(benchmark, synthetic, k, loss, threads):
     none = None
 
     def run(schedule):
-        epoch(code, *arrays, schedule, P, Q, none, none, none, none, LR, L2)
+        epoch(code.kernels, *arrays, schedule, P, Q, none, none, none, none, LR, L2)
 
     def setup():
         return (_blocks.epoch_schedule(grid, rng),), {}
@@ -90,7 +90,7 @@ def test_objective_pass(benchmark, synthetic):
     layout = _blocks.arrange(coo, 8, np.random.default_rng(0))
     P, Q = factors(shape, 32)
     args = (
-        SQUARED,
+        SQUARED.kernels,
         layout.rows,
         layout.cols,
         layout.values,
@@ -142,7 +142,7 @@ def test_logistic_to_squared_ratio(benchmark, synthetic, k, threads):
         schedule = _blocks.epoch_schedule(grid, np.random.default_rng(seed))
         start = time.perf_counter()
         run_epoch(
-            code,
+            code.kernels,
             layout.rows,
             layout.cols,
             layout.values,

@@ -47,7 +47,8 @@ class LocalBackend:
 
     def start(self, layout, loss, state):
         """Train ``state`` (updated in place) on ``layout`` with ``loss``."""
-        self.layout, self.loss, self.state = layout, loss, state
+        self.layout, self.state = layout, state
+        self.kernels = loss.kernels_for(layout.nnz)
         parallel = self.n_threads > 1
         self._sgd_epoch = _kernels.sgd_epoch_parallel if parallel else _kernels.sgd_epoch_serial
         self._objective = _kernels.objective_parallel if parallel else _kernels.objective_serial
@@ -61,12 +62,12 @@ class LocalBackend:
 
     def epoch(self, schedule, lr, l2):
         """Run one SGD epoch of ``schedule``."""
-        self._sgd_epoch(self.loss, *self._data(), schedule, *self.state.arrays(), lr, l2)
+        self._sgd_epoch(self.kernels, *self._data(), schedule, *self.state.arrays(), lr, l2)
 
     def objective(self):
         """Return ``(block_loss, penalty, finite)``; see the module docstring."""
         state, layout = self.state, self.layout
-        self._objective(self.loss, *self._data(), *state.arrays()[:4], self._block_loss)
+        self._objective(self.kernels, *self._data(), *state.arrays()[:4], self._block_loss)
         penalty = 0.0
         # Stripe by stripe, in the order a cluster's stripes are added up.
         for factors, counts, bounds in (

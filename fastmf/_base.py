@@ -6,7 +6,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from . import _driver, _kernels
+from . import _driver, _kernels, _losses
 from ._backend import LocalBackend
 from ._blocks import choose_grid, inverse_permutation
 from ._jit import numba_threads, resolve_threads
@@ -314,7 +314,10 @@ class MatrixFactorization(RecommenderMixin):
         loss = self._loss
         m, n = data.shape
         grid = params["grid"] or choose_grid(m, n, data.nnz, params["k"])
-        with numba_threads(params["n_threads"]) as threads:
+        # Small fits run on one thread: compile time and thread start-up would
+        # outweigh their epochs (the same bits either way).
+        wanted = params["n_threads"] if data.nnz >= _losses.SMALL_FIT_RATINGS else 1
+        with numba_threads(wanted) as threads:
             backend.n_threads = threads  # fewer where more would be unsafe (fastmf._jit)
             layout = backend.arrange(data, grid, rng, duplicates, loss.interleave)
             del data  # the layout is the copy of the ratings kept while training

@@ -42,10 +42,6 @@ ITEM_STRIPE_BUDGET_BYTES = 2 * 1024 * 1024
 MIN_GRID = 8
 # ...but a block must have enough ratings to amortize its start-up.
 MIN_RATINGS_PER_BLOCK = 2048
-# Below this many ratings the blocks are sorted on one thread even when the fit
-# has more: the serial sort takes milliseconds there, and the parallel one
-# costs a first fit about 3 s more compile time (same result either way).
-PARALLEL_LAYOUT_MIN_RATINGS = 1 << 18
 # The layout stores each block as ``ways`` parts taken in turn (the loss's
 # ``interleave``, see fastmf._losses), so that consecutive entries rarely share
 # a user or an item and the CPU overlaps independent update chains. Any value
@@ -169,8 +165,7 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=2):
         Draws the relabeling and the per-block shuffle seeds.
     duplicates : {"raise", "sum", "last"}
     parallel : bool, default=False
-        Sort the blocks on numba's thread pool (same result), if there are at
-        least ``PARALLEL_LAYOUT_MIN_RATINGS`` ratings.
+        Sort the blocks on numba's thread pool (same result).
     ways : int, default=2
         Parts per block taken in turn (``loss.interleave`` for the loss that
         will train on the layout).
@@ -213,7 +208,6 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=2):
         values,
     )
 
-    parallel = parallel and coo.nnz >= PARALLEL_LAYOUT_MIN_RATINGS
     results = canonicalize_blocks(
         rows, cols, values, offsets, seeds, duplicates, ways, parallel=parallel
     )

@@ -20,10 +20,10 @@ Conventions for every kernel:
 - ``item_factors``: float32, shape (n_items, k), C-contiguous.
 - ``lr``, ``l2``: float32 scalars (float32 keeps the inner loops in single
   precision; a float64 scalar would promote them).
-- ``loss``: a :class:`fastmf._losses.Loss`, a compile-time choice (see
-  :class:`fastmf._jit.CompileTimeChoice`): the epoch and objective kernels run
-  that loss's block kernels (:func:`sgd_block`, :func:`block_loss`), and
-  compile no other loss's code.
+- ``loss``: a :class:`fastmf._losses.KernelSet` (one loss's block kernels), a
+  compile-time choice (see :class:`fastmf._jit.CompileTimeChoice`): the epoch
+  and objective kernels run its block kernels (:func:`sgd_block`,
+  :func:`block_loss`) and compile no other loss's code.
 
 The objective kernels sum float32 loss terms per block in float64 into
 ``out`` (float64, shape (n_blocks,)); the caller adds the blocks up in a
@@ -407,14 +407,41 @@ def sgd_block_logistic(
     )
 
 
+@kernel
+def sgd_block_logistic_one_at_a_time(
+    rows,
+    cols,
+    values,
+    start,
+    end,
+    user_factors,
+    item_factors,
+    user_bias,
+    item_bias,
+    user_acc,
+    item_acc,
+    lr,
+    l2,
+):
+    """Like :func:`sgd_block_logistic` (the same bits), one entry at a time.
+
+    Slower per epoch, but it compiles in a fraction of the grouped kernel's
+    time: small fits use it (see :meth:`fastmf._losses.Loss.kernels_for`).
+    """
+    _sgd_one_at_a_time(
+        True, rows, cols, values, start, end, user_factors, item_factors,
+        user_bias, item_bias, user_acc, item_acc, lr, l2,
+    )  # fmt: skip
+
+
 def sgd_block(
     loss, rows, cols, values, start, end, user_factors, item_factors,
     user_bias, item_bias, user_acc, item_acc, lr, l2,
 ):  # fmt: skip
-    """Run ``loss``'s SGD block kernel (``loss.sgd_block``); callable from kernels only.
+    """Run the SGD block kernel of ``loss``, a :class:`fastmf._losses.KernelSet`.
 
-    ``loss`` is a :class:`fastmf._losses.Loss`, a compile-time choice: the
-    calling kernel compiles that loss's code and no other.
+    Callable from kernels only. ``loss`` is a compile-time choice: the calling
+    kernel compiles that kernel set's code and no other.
     """
     raise NotImplementedError("sgd_block is called from compiled kernels only")
 
@@ -440,7 +467,7 @@ def _sgd_block_for(
 
 def block_loss(loss, rows, cols, values, start, end, user_factors, item_factors, user_bias,
                item_bias):  # fmt: skip
-    """Return ``loss``'s data loss over entries ``start:end`` (``loss.block_loss``).
+    """Return the data loss over entries ``start:end`` of ``loss``, a ``KernelSet``.
 
     Callable from compiled kernels only.
     """

@@ -4,9 +4,10 @@ A :class:`Loss` holds everything that differs between losses: its compiled
 block kernels (SGD and data loss), the block layout it trains on, whether
 values are centred on their mean, which values it accepts, its validation
 metric and its fold-in solver. A model names its loss (``_loss = SQUARED``);
-nothing else switches on which loss it is. The loss object is also a
-compile-time choice of the kernels (:class:`fastmf._jit.CompileTimeChoice`),
-so a fit compiles only its own loss's code.
+nothing else switches on which loss it is. A loss's kernels come as
+:class:`KernelSet` objects, compile-time choices of the epoch kernels
+(:class:`fastmf._jit.CompileTimeChoice`), so a fit compiles only its own
+loss's code.
 
 Adding a loss: write its two block kernels in :mod:`fastmf._kernels` (SGD over
 ``start:end`` and the data loss), define it here, and name it in a model.
@@ -19,17 +20,39 @@ from . import _kernels
 from ._jit import CompileTimeChoice
 from ._kernels import LANES
 
+# Fits of fewer ratings use a loss's small kernels, which give the same bits
+# and compile faster (the squared loss has one set for all sizes), and run on
+# one thread: for them, compile time and thread start-up outweigh the epochs.
+SMALL_FIT_RATINGS = 100_000
 
-class Loss(CompileTimeChoice):
+
+class KernelSet(CompileTimeChoice):
+    """A loss's two block kernels, as one compile-time choice of the epoch kernels.
+
+    Attributes
+    ----------
+    sgd_block, block_loss : numba kernels
+        SGD over entries ``start:end`` in storage order, and their data loss
+        (float64); see :mod:`fastmf._kernels`.
+    """
+
+    def __init__(self, name, sgd_block, block_loss):
+        super().__init__(name)
+        self.sgd_block, self.block_loss = sgd_block, block_loss
+
+    def __repr__(self):
+        return f"KernelSet({self.name!r})"
+
+
+class Loss:
     """One per-entry loss and everything fastmf does differently for it.
 
     Attributes
     ----------
     name : str
-        ``"squared"`` or ``"logistic"``: the CLI's ``--loss`` and the kernels' choice.
-    sgd_block, block_loss : numba kernels
-        SGD over entries ``start:end`` in storage order, and their data loss
-        (float64); see :mod:`fastmf._kernels`.
+        ``"squared"`` or ``"logistic"``: the CLI's ``--loss``.
+    kernels : KernelSet
+        The block kernels of a fit; :meth:`kernels_for` picks per fit size.
     interleave : int
         Parts per block that the layout takes in turn (the kernel's number of
         independent update chains; see :mod:`fastmf._blocks`).
@@ -47,8 +70,8 @@ class Loss(CompileTimeChoice):
         self,
         name,
         *,
-        sgd_block,
-        block_loss,
+        kernels,
+        small_kernels=None,
         interleave,
         centred,
         binary,
@@ -57,9 +80,9 @@ class Loss(CompileTimeChoice):
         values_check,
         fold_in_solver,
     ):
-        super().__init__(name)
-        self.sgd_block = sgd_block
-        self.block_loss = block_loss
+        self.name = name
+        self.kernels = kernels
+        self._small_kernels = small_kernels or kernels
         self.interleave = interleave
         self.centred = centred
         self.binary = binary
@@ -70,6 +93,13 @@ class Loss(CompileTimeChoice):
 
     def __repr__(self):
         return f"Loss({self.name!r})"
+
+    def __reduce__(self):  # one instance per loss, also on Dask workers
+        return _loss_by_name, (self.name,)
+
+    def kernels_for(self, nnz):
+        """Return the :class:`KernelSet` for a fit on ``nnz`` ratings (the same bits either way)."""
+        return self._small_kernels if nnz < SMALL_FIT_RATINGS else self.kernels
 
     def check_values(self, values):
         """Return the float32 values this loss trains on, or raise a ValueError that says why."""
@@ -134,8 +164,7 @@ def _newton_solution(design, target, offset, ridge, n_iter):
 # users: one part per lane.
 SQUARED = Loss(
     "squared",
-    sgd_block=_kernels.sgd_block_squared,
-    block_loss=_kernels.block_loss_squared,
+    kernels=KernelSet("squared", _kernels.sgd_block_squared, _kernels.block_loss_squared),
     interleave=2,
     centred=True,
     binary=False,
@@ -146,8 +175,12 @@ SQUARED = Loss(
 )
 LOGISTIC = Loss(
     "logistic",
-    sgd_block=_kernels.sgd_block_logistic,
-    block_loss=_kernels.block_loss_logistic,
+    kernels=KernelSet("logistic", _kernels.sgd_block_logistic, _kernels.block_loss_logistic),
+    small_kernels=KernelSet(
+        "logistic/one-at-a-time",
+        _kernels.sgd_block_logistic_one_at_a_time,
+        _kernels.block_loss_logistic,
+    ),
     interleave=LANES,
     centred=False,
     binary=True,
@@ -157,3 +190,7 @@ LOGISTIC = Loss(
     fold_in_solver=_newton_solution,
 )
 LOSSES = {loss.name: loss for loss in (SQUARED, LOGISTIC)}
+
+
+def _loss_by_name(name):
+    return LOSSES[name]

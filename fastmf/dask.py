@@ -238,11 +238,11 @@ def _subtract(block, value):
     return rows, cols, values - value
 
 
-def _block_objective(loss, block, user_holder, item_state):
+def _block_objective(kernels, block, user_holder, item_state):
     """Worker task: one block's data loss (float64), as local training computes it."""
     rows, cols, values = block
     user_state = user_holder[0]
-    return loss.block_loss(
+    return kernels.block_loss(
         rows, cols, values, 0, rows.shape[0], user_state[0], item_state[0], user_state[1],
         item_state[1],
     )  # fmt: skip
@@ -457,7 +457,7 @@ class ShardSource:
         return ShardedLayout(client, grid, user_perm, item_perm, owner, blocks, stats)
 
 
-def _run_block(loss, block, user_holder, item_state, lr, l2):
+def _run_block(kernels, block, user_holder, item_state, lr, l2):
     """Worker task: one block of SGD on copies of its user and item stripes.
 
     ``user_holder[0]`` is the user stripe: the previous block task's whole
@@ -467,7 +467,7 @@ def _run_block(loss, block, user_holder, item_state, lr, l2):
     rows, cols, values = block
     user_state = tuple(None if a is None else a.copy() for a in user_holder[0])
     item_state = tuple(None if a is None else a.copy() for a in item_state)
-    loss.sgd_block(
+    kernels.sgd_block(
         rows,
         cols,
         values,
@@ -526,7 +526,7 @@ class DaskBackend:
     def start(self, layout, loss, state):
         """Place the blocks (unless already on the workers) and push ``state``."""
         client = self.client
-        self.loss, self.grid, self.state = loss, layout.grid, state
+        self.kernels, self.grid, self.state = loss.kernels_for(layout.nnz), layout.grid, state
         grid = layout.grid
         self.user_bounds = stripe_bounds(layout.user_perm.shape[0], grid)
         self.item_bounds = stripe_bounds(layout.item_perm.shape[0], grid)
@@ -647,7 +647,7 @@ class DaskBackend:
                 losses.append(
                     client.submit(
                         _block_objective,
-                        self.loss,
+                        self.kernels,
                         self.blocks[block],
                         self.users[bu],
                         self.items[bi],
@@ -708,7 +708,7 @@ class DaskBackend:
                 self.tasks += 2
                 out = client.submit(
                     _run_block,
-                    self.loss,
+                    self.kernels,
                     self.blocks[int(block)],
                     users[bu],
                     items[bi],

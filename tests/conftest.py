@@ -75,6 +75,27 @@ def low_rank(seed, m=300, n=200, rank=5, observed=0.2, noise=0.1):
     return (rows, cols, values.astype(np.float32)), (test_rows, test_cols, truth[~mask])
 
 
+def use_large_fit_kernels():
+    """Make every fit take the large-fit path: grouped kernels and all threads.
+
+    Test data is small, and fits under ``fastmf._losses.SMALL_FIT_RATINGS``
+    run on one thread with the one-at-a-time kernels (the same bits). Tests
+    of parallel training call this (subprocesses directly, tests through the
+    ``large_fits`` fixture).
+    """
+    import fastmf._losses
+
+    fastmf._losses.SMALL_FIT_RATINGS = 0
+
+
+@pytest.fixture
+def large_fits(monkeypatch):
+    """Fits in this test take the large-fit path (see :func:`use_large_fit_kernels`)."""
+    import fastmf._losses
+
+    monkeypatch.setattr(fastmf._losses, "SMALL_FIT_RATINGS", 0)
+
+
 def model_coo(model_class, seed, m=30, n=20, nnz=200):
     """Like :func:`random_coo`, with values ``model_class`` trains on (its loss's kind)."""
     return random_coo(seed, m, n, nnz, binary=model_class._loss.name == "logistic")

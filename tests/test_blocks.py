@@ -14,7 +14,8 @@ from conftest import MODELS, model_coo, random_coo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastmf import DivergenceError, RealValueMF, _blocks, _kernels
+import fastmf._losses
+from fastmf import BinaryMF, DivergenceError, RealValueMF, _blocks, _kernels
 from fastmf._losses import LOSSES, SQUARED
 from fastmf._validation import check_coo
 
@@ -95,7 +96,7 @@ def test_epoch_equals_numpy_reference_of_the_same_schedule(loss, epoch):
         0.1,
     )
     epoch(
-        LOSSES[loss],
+        LOSSES[loss].kernels,
         layout.rows,
         layout.cols,
         layout.values,
@@ -128,7 +129,7 @@ def test_each_rating_is_visited_exactly_once_per_epoch(epoch):
     values = np.ones_like(layout.values)
     lr = np.float32(2.0**-16)
     epoch(
-        SQUARED,
+        SQUARED.kernels,
         layout.rows,
         layout.cols,
         values,
@@ -173,13 +174,13 @@ def fit_digest(model_class, n_threads, seed=0, grid=4, **params):
     return digest.hexdigest()
 
 
-def test_identical_on_any_thread_count_with_biases_and_adagrad(model_class):
+def test_identical_on_any_thread_count_with_biases_and_adagrad(model_class, large_fits):
     params = dict(biases=True, learning_rate="adagrad")
     digests = {fit_digest(model_class, threads, **params) for threads in (1, 2, None)}
     assert len(digests) == 1
 
 
-def test_same_seed_gives_identical_factors_on_any_thread_count(model_class):
+def test_same_seed_gives_identical_factors_on_any_thread_count(model_class, large_fits):
     digests = {fit_digest(model_class, threads) for threads in (1, 2, None)}
     assert len(digests) == 1
     assert fit_digest(model_class, 1, seed=1) not in digests
@@ -194,7 +195,8 @@ def test_identical_factors_with_four_threads_in_a_fresh_process():
         sys.path.insert(0, sys.argv[1])
         import numba
         from test_blocks import fit_digest
-        from conftest import MODELS
+        from conftest import MODELS, use_large_fit_kernels
+        use_large_fit_kernels()
         assert numba.config.NUMBA_NUM_THREADS == 4
         for cls in MODELS:
             print(cls.__name__, fit_digest(cls, 1), fit_digest(cls, 2), fit_digest(cls, 4))
@@ -214,7 +216,7 @@ def test_identical_factors_with_four_threads_in_a_fresh_process():
         assert set(digests) == {fit_digest(model_class, 1)}
 
 
-def test_fit_restores_the_numba_thread_count_even_when_it_fails():
+def test_fit_restores_the_numba_thread_count_even_when_it_fails(large_fits):
     before = numba.get_num_threads()
     rows, cols, values, shape = random_coo(0)
     RealValueMF(k=2, n_epochs=2, tol=None, n_threads=1).fit((rows, cols, values), shape=shape)
@@ -294,17 +296,19 @@ def test_any_small_problem_fits_identically_on_one_and_two_threads(
     values = rng.integers(1, 6, rows.size).astype(np.float32)
     fits = []
     for threads in (1, 2):
-        model = RealValueMF(
-            k=k,
-            n_epochs=3,
-            tol=None,
-            random_state=seed,
-            grid=grid,
-            n_threads=threads,
-            biases=biases,
-            learning_rate="adagrad" if adagrad else "constant",
-        )
-        fits.append(model.fit((rows, cols, values), shape=(m, n)))
+        with pytest.MonkeyPatch.context() as patch:  # 2 threads: the large-fit path
+            patch.setattr(fastmf._losses, "SMALL_FIT_RATINGS", 0 if threads == 2 else 10**9)
+            model = RealValueMF(
+                k=k,
+                n_epochs=3,
+                tol=None,
+                random_state=seed,
+                grid=grid,
+                n_threads=threads,
+                biases=biases,
+                learning_rate="adagrad" if adagrad else "constant",
+            )
+            fits.append(model.fit((rows, cols, values), shape=(m, n)))
     for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_", "loss_curve_"):
         np.testing.assert_array_equal(getattr(fits[0], name), getattr(fits[1], name))
     assert np.isfinite(fits[0].user_factors_).all()
@@ -316,8 +320,8 @@ def test_any_small_problem_fits_identically_on_one_and_two_threads(
 @pytest.mark.parametrize("duplicates", ["sum", "last"])
 @pytest.mark.parametrize("ways", sorted({loss.interleave for loss in LOSSES.values()}))
 def test_parallel_and_serial_block_sorts_give_the_same_layout(duplicates, ways):
-    # Fits sort small inputs serially (PARALLEL_LAYOUT_MIN_RATINGS), so the
-    # parallel sort is checked here directly, with duplicate pairs to resolve.
+    # Small fits sort their blocks serially, so the parallel sort is checked
+    # here directly, with duplicate pairs to resolve.
     rows, cols, values, _ = random_coo(9, m=50, n=40, nnz=800)
     rows = np.concatenate([rows, rows[:100]])
     cols = np.concatenate([cols, cols[:100]])
@@ -342,18 +346,24 @@ def test_parallel_and_serial_block_sorts_give_the_same_layout(duplicates, ways):
         np.testing.assert_array_equal(a, b)
 
 
-def test_large_inputs_sort_their_blocks_in_parallel(monkeypatch):
-    calls = []
-    real = _blocks.canonicalize_blocks
+def test_small_fits_run_serially_with_the_quick_to_compile_kernels(monkeypatch):
+    import fastmf._backend
 
-    def spy(*args, parallel=False):
-        calls.append(parallel)
-        return real(*args, parallel=parallel)
+    seen = []
+    real_arrange, real_start = fastmf._backend.arrange, fastmf._backend.LocalBackend.start
 
-    monkeypatch.setattr(_blocks, "canonicalize_blocks", spy)
-    monkeypatch.setattr(_blocks, "PARALLEL_LAYOUT_MIN_RATINGS", 500)
+    def arrange(*args, parallel=False, **kwargs):
+        seen.append(parallel)
+        return real_arrange(*args, parallel=parallel, **kwargs)
+
+    def start(self, layout, loss, state):
+        real_start(self, layout, loss, state)
+        seen.append((self.kernels.name, self.n_threads))
+
+    monkeypatch.setattr(fastmf._backend, "arrange", arrange)
+    monkeypatch.setattr(fastmf._backend.LocalBackend, "start", start)
+    monkeypatch.setattr(fastmf._losses, "SMALL_FIT_RATINGS", 500)
     for nnz in (400, 600):
-        rows, cols, values, shape = random_coo(3, m=40, n=30, nnz=nnz)
-        coo = check_coo((rows, cols, values), shape)
-        _blocks.arrange(coo, 2, np.random.default_rng(0), parallel=True)
-    assert calls == [False, True]
+        rows, cols, values, shape = random_coo(3, m=40, n=30, nnz=nnz, binary=True)
+        BinaryMF(k=2, n_epochs=1, tol=None, n_threads=2).fit((rows, cols, values), shape=shape)
+    assert seen == [False, ("logistic/one-at-a-time", 1), True, ("logistic", 2)]

@@ -19,6 +19,7 @@ import sys
 import numpy as np
 import pytest
 
+import fastmf._losses
 from fastmf import BinaryMF, RealValueMF, mf
 
 RECORDED = pathlib.Path(__file__).with_name("digests.json")
@@ -132,14 +133,22 @@ def _recorded():
     return json.loads(RECORDED.read_text())
 
 
+@pytest.fixture(params=["small", "large"])
+def fit_size(request, monkeypatch):
+    """Small fits run one thread and one-at-a-time kernels; large ones all threads, grouped."""
+    if request.param == "large":
+        monkeypatch.setattr(fastmf._losses, "SMALL_FIT_RATINGS", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("how", ["threads1", "threads2", "resume"])
 @pytest.mark.parametrize("config", CONFIGS, ids=_name)
-def test_local_fits_match_the_recorded_digests(config, how, tmp_path):
+def test_local_fits_match_the_recorded_digests(config, how, tmp_path, fit_size):
     assert _digest(_fit(config, how, tmp_path)) == _recorded()[_name(config)]
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=_name)
-def test_dask_fits_match_the_recorded_digests(config, client):
+def test_dask_fits_match_the_recorded_digests(config, client, fit_size):
     assert _digest(_fit(config, "dask", client=client)) == _recorded()[_name(config)]
 
 

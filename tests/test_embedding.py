@@ -18,7 +18,8 @@ TESTS = os.path.dirname(__file__)
 _CHILDREN = """
 import multiprocessing as mp, sys, warnings
 sys.path.insert(0, {tests!r})
-from conftest import MODELS, digest, model_coo
+from conftest import MODELS, digest, model_coo, use_large_fit_kernels
+use_large_fit_kernels()
 
 def fit(args):
     name, threads = args
@@ -76,7 +77,8 @@ def test_children_fit_after_a_parallel_fit_in_the_parent(method, tmp_path):
 _THREADS = """
 import sys, threading
 sys.path.insert(0, {tests!r})
-from conftest import MODELS, digest, model_coo
+from conftest import MODELS, digest, model_coo, use_large_fit_kernels
+use_large_fit_kernels()
 
 def job(cls, seed):
     rows, cols, values, shape = model_coo(cls, seed, m=200, n=150, nnz=4000)
@@ -141,7 +143,8 @@ def test_show_config_reports_what_a_bug_report_needs_without_starting_threads():
 
 def test_info_command_after_a_parallel_fit_names_the_layer_and_its_safety():
     code = (
-        "import numpy as np, fastmf, fastmf.__main__\n"
+        "import numpy as np, fastmf, fastmf.__main__, fastmf._losses\n"
+        "fastmf._losses.SMALL_FIT_RATINGS = 0\n"
         "fastmf.RealValueMF(k=2, n_epochs=1, tol=None, n_threads=2)"
         ".fit((np.arange(8), np.arange(8), np.ones(8)))\n"
         "fastmf.__main__.main(['info'])\n"

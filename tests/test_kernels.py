@@ -57,7 +57,7 @@ def data_objective(loss, rows, cols, values, P, Q, user_bias=NONE, item_bias=NON
     block_loss = np.zeros(1)
     offsets = np.array([0, rows.size], dtype=np.int64)
     _kernels.objective_serial(
-        LOSSES[loss],
+        LOSSES[loss].kernels,
         rows,
         cols,
         values,
@@ -189,13 +189,13 @@ def test_grouped_steps_equal_one_at_a_time_bit_for_bit(loss, extras, length):
     cols[:8] = [2, 0, 1, 1, 2, 0, 0, 2]
     P, Q = factors(22, m, n, 7)
     state = [P, Q]
+    initial_biases = (
+        (0.3 * rng.standard_normal(m)).astype(np.float32),
+        (0.3 * rng.standard_normal(n)).astype(np.float32),
+    )
     if extras:
-        state += [
-            (0.3 * rng.standard_normal(m)).astype(np.float32),
-            (0.3 * rng.standard_normal(n)).astype(np.float32),
-            np.ones(m, dtype=np.float32),
-            np.ones(n, dtype=np.float32),
-        ]
+        state += [b.copy() for b in initial_biases]
+        state += [np.ones(m, dtype=np.float32), np.ones(n, dtype=np.float32)]
     else:
         state += [NONE] * 4
     expected = [a.copy() if a is not None else None for a in state]
@@ -214,6 +214,18 @@ def test_grouped_steps_equal_one_at_a_time_bit_for_bit(loss, extras, length):
         len(set(g[0].tolist())) == 4 == len(set(g[1].tolist())) for g in lanes.transpose(1, 0, 2)
     ]
     assert 0 < sum(distinct) < len(distinct)
+    if logistic:  # the small fits' kernel gives the same bits as the grouped one
+        start_P, start_Q = factors(22, m, n, 7)
+        simple = [start_P, start_Q]
+        if extras:
+            simple += [b.copy() for b in initial_biases]
+            simple += [np.ones(m, dtype=np.float32), np.ones(n, dtype=np.float32)]
+        else:
+            simple += [NONE] * 4
+        _kernels.sgd_block_logistic_one_at_a_time(rows, cols, values, 0, length, *simple, lr, l2)
+        for got, want in zip(simple, expected):
+            if want is not None:
+                np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("loss", ["squared", "logistic"])

@@ -17,7 +17,11 @@ def data_for(model_class, seed=0):
 
 
 @pytest.fixture(params=[1, 2], ids=["serial", "parallel"])
-def n_threads(request):
+def n_threads(request, monkeypatch):
+    if request.param > 1:  # the parallel path even on small test data
+        import fastmf._losses
+
+        monkeypatch.setattr(fastmf._losses, "SMALL_FIT_RATINGS", 0)
     return request.param
 
 
