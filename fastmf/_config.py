@@ -47,8 +47,13 @@ def config():
     info["threading safety"] = safety
     info["threads"] = f"{_jit.max_threads()} (NUMBA_NUM_THREADS; n_threads=None uses all)"
     info["thread pool started"] = str(_jit.pool_started())
-    cache = numba.config.CACHE_DIR or os.path.join(os.path.dirname(__file__), "__pycache__")
-    info["compile cache"] = f"{cache} ({'writable' if _writable(cache) else 'not writable'})"
+    from ._kernels import predict_coo
+
+    cache = getattr(predict_coo._cache, "_cache_path", None)  # where numba put this module's
+    if cache is None:
+        info["compile cache"] = "none writable: kernels compile in memory, once per process"
+    else:
+        info["compile cache"] = f"{cache} ({'writable' if _writable(cache) else 'not writable'})"
     info["cpu"] = _cpu_name()
     info["simd"] = _simd()
     return info

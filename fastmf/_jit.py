@@ -61,9 +61,26 @@ FASTMATH_FLAGS = frozenset({"reassoc", "contract"})
 _OPTIONS = dict(cache=True, nogil=True, error_model="numpy")
 
 
+def _njit(func, **options):
+    """``numba.njit`` with fastmf's options; without the disk cache where none can be written.
+
+    numba caches next to the module, else in the user's cache folder (or
+    ``NUMBA_CACHE_DIR``). When neither is writable (a read-only install run
+    by a user without a home folder, say) it refuses ``cache=True`` outright;
+    fastmf then compiles in memory, once per process (``show_config`` says so).
+    """
+    try:
+        return numba.njit(fastmath=set(FASTMATH_FLAGS), **_OPTIONS, **options)(func)
+    except RuntimeError as error:
+        if "no locator available" not in str(error):
+            raise
+        uncached = {**_OPTIONS, "cache": False}
+        return numba.njit(fastmath=set(FASTMATH_FLAGS), **uncached, **options)(func)
+
+
 def kernel(func):
     """Compile ``func`` lazily (once per dtype signature) as a serial kernel."""
-    return numba.njit(fastmath=set(FASTMATH_FLAGS), **_OPTIONS)(func)
+    return _njit(func)
 
 
 def inline_kernel(func):
@@ -73,12 +90,12 @@ def inline_kernel(func):
     ``numba.literally`` flag) prune the helper's branches, which LLVM alone
     would not do for a helper too large to inline.
     """
-    return numba.njit(inline="always", fastmath=set(FASTMATH_FLAGS), **_OPTIONS)(func)
+    return _njit(func, inline="always")
 
 
 def parallel_kernel(func):
     """Compile ``func`` lazily as a kernel whose ``numba.prange`` loops run in parallel."""
-    return numba.njit(parallel=True, fastmath=set(FASTMATH_FLAGS), **_OPTIONS)(func)
+    return _njit(func, parallel=True)
 
 
 @intrinsic

@@ -179,3 +179,69 @@ def test_warmup_in_the_background_compiles_what_a_default_fit_needs(tmp_path):
     )
     out = _run(code, env={"NUMBA_CACHE_DIR": str(tmp_path)})
     assert "compiled []" in out, out
+
+
+_FIT_AND_REPORT = """
+import sys
+import numpy as np
+import fastmf
+from fastmf import _kernels
+rng = np.random.default_rng(0)
+model = fastmf.RealValueMF(n_epochs=2, tol=None, random_state=0)
+model.fit(rng.integers(0, 6, size=(40, 30)))
+stats = _kernels.sgd_epoch_serial.stats
+print(fastmf.__file__)
+print("hits", sum(stats.cache_hits.values()), "misses", sum(stats.cache_misses.values()))
+print("digest", float(model.loss_curve_[-1]).hex())
+"""
+
+
+def _copy_package(tmp_path):
+    """A copy of the package whose own folder cannot hold numba's cache (a read-only install)."""
+    import shutil
+
+    import fastmf
+
+    site = tmp_path / "site"
+    shutil.copytree(os.path.dirname(fastmf.__file__), site / "fastmf")
+    cache = site / "fastmf" / "__pycache__"
+    shutil.rmtree(cache, ignore_errors=True)
+    cache.write_text("")  # a file: no folder can be made there, even by root
+    return site
+
+
+def test_read_only_install_caches_in_the_user_folder_or_compiles_in_memory(tmp_path):
+    site = _copy_package(tmp_path)
+    (tmp_path / "blocked").write_text("")
+    # No writable cache anywhere (the home folder lies under a file): fits still work.
+    nowhere = {
+        "PYTHONPATH": str(site),
+        "HOME": str(tmp_path / "blocked" / "home"),
+        "XDG_CACHE_HOME": str(tmp_path / "blocked" / "cache"),
+        "NUMBA_CACHE_DIR": "",
+    }
+    out = _run(_FIT_AND_REPORT, env=nowhere, script=tmp_path / "run.py")
+    assert str(site) in out and "hits 0" in out
+    digest = out.split("digest")[1].split()[0]
+    # A writable user cache folder: the second process loads the compiled kernels.
+    user = {**nowhere, "XDG_CACHE_HOME": str(tmp_path / "cache"), "HOME": str(tmp_path)}
+    first = _run(_FIT_AND_REPORT, env=user, script=tmp_path / "run.py")
+    second = _run(_FIT_AND_REPORT, env=user, script=tmp_path / "run.py")
+    assert "hits 0" in first and "hits 1" in second
+    assert first.split("digest")[1].split()[0] == digest == second.split("digest")[1].split()[0]
+
+
+def test_processes_compiling_into_one_cache_at_once_all_succeed(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(_FIT_AND_REPORT)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    children = [
+        subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    outputs = [child.communicate(timeout=240)[0] for child in children]
+    assert [child.returncode for child in children] == [0, 0, 0]
+    digests = {out.split("digest")[1].split()[0] for out in outputs}
+    assert len(digests) == 1
+    after = _run(_FIT_AND_REPORT, env={"NUMBA_CACHE_DIR": str(tmp_path / "cache")})
+    assert "hits 1" in after and after.split("digest")[1].split()[0] in digests
