@@ -79,8 +79,11 @@ class RealValueMF(MatrixFactorization):
         Threads used for training; None or 0 uses all of numba's threads
         (all cores unless ``NUMBA_NUM_THREADS`` says otherwise), larger values
         are capped there. The result is bit-for-bit the same for any value.
-        ``n_threads=1`` never starts numba's thread pool: use it inside forked
-        worker processes.
+        ``n_threads=1`` never starts numba's thread pool, and neither do fits
+        of fewer than 100,000 ratings (they run on one thread). Where more
+        threads would be unsafe (a child forked after a GNU OpenMP pool
+        started; concurrent fits on numba's workqueue layer) the fit runs on
+        one thread with a ``SerialFallbackWarning``.
     grid : int or None, default=None
         Stripes per side of the block grid (``grid**2`` blocks, ``grid``
         strata per epoch). None picks it from the data size and ``k`` so that a
@@ -195,8 +198,11 @@ class BinaryMF(MatrixFactorization):
         Threads used for training; None or 0 uses all of numba's threads
         (all cores unless ``NUMBA_NUM_THREADS`` says otherwise), larger values
         are capped there. The result is bit-for-bit the same for any value.
-        ``n_threads=1`` never starts numba's thread pool: use it inside forked
-        worker processes.
+        ``n_threads=1`` never starts numba's thread pool, and neither do fits
+        of fewer than 100,000 ratings (they run on one thread). Where more
+        threads would be unsafe (a child forked after a GNU OpenMP pool
+        started; concurrent fits on numba's workqueue layer) the fit runs on
+        one thread with a ``SerialFallbackWarning``.
     grid : int or None, default=None
         Stripes per side of the block grid (``grid**2`` blocks, ``grid``
         strata per epoch). None picks it from the data size and ``k`` so that a
