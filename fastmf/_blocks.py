@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from . import _layout_numpy
 from ._jit import kernel, parallel_kernel
 
 # Within a block the ratings of one user are stored together, so a user's
@@ -185,29 +186,19 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=2):
     item_new = inverse_permutation(item_perm)
     n_blocks = grid * grid
 
-    counts = np.zeros(n_blocks, dtype=np.int64)
-    _count_blocks(coo.rows, coo.cols, user_new, item_new, grid, m, n, counts)
-    offsets = np.zeros(n_blocks + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-
-    rows = np.empty(coo.nnz, dtype=index_dtype(coo.shape))
-    cols = np.empty(coo.nnz, dtype=rows.dtype)
-    values = np.empty(coo.nnz, dtype=np.float32)
-    _scatter_blocks(
-        coo.rows,
-        coo.cols,
-        coo.values,
-        user_new,
-        item_new,
-        grid,
-        m,
-        n,
-        offsets[:-1].copy(),
-        rows,
-        cols,
-        values,
-    )
-
+    if coo.nnz < _layout_numpy.SMALL_LAYOUT_RATINGS:
+        rows, cols, values, offsets = _layout_numpy.scatter_blocks(
+            coo.rows,
+            coo.cols,
+            coo.values,
+            user_new,
+            item_new,
+            grid,
+            coo.shape,
+            index_dtype(coo.shape),
+        )
+    else:
+        rows, cols, values, offsets = _scatter(coo, user_new, item_new, grid)
     results = canonicalize_blocks(
         rows, cols, values, offsets, seeds, duplicates, ways, parallel=parallel
     )
@@ -237,9 +228,34 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=2):
         grid,
         user_perm,
         item_perm,
-        _count_ids(rows, m),
-        _count_ids(cols, n),
+        count_ids(rows, m),
+        count_ids(cols, n),
     )
+
+
+def _scatter(coo, user_new, item_new, grid):
+    """Relabel the ratings and group them by block, keeping input order within a block."""
+    m, n = coo.shape
+    n_blocks = grid * grid
+    counts = np.zeros(n_blocks, dtype=np.int64)
+    _count_blocks(coo.rows, coo.cols, user_new, item_new, grid, m, n, counts)
+    offsets = np.zeros(n_blocks + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    rows = np.empty(coo.nnz, dtype=index_dtype(coo.shape))
+    cols = np.empty(coo.nnz, dtype=rows.dtype)
+    values = np.empty(coo.nnz, dtype=np.float32)
+    cursor = offsets[:-1].copy()
+    _scatter_blocks(
+        coo.rows, coo.cols, coo.values, user_new, item_new, grid, m, n, cursor, rows, cols, values
+    )
+    return rows, cols, values, offsets
+
+
+def count_ids(ids, size):
+    """Return how often each id in range(size) occurs, as float64."""
+    if ids.shape[0] < _layout_numpy.SMALL_LAYOUT_RATINGS:
+        return np.bincount(ids, minlength=size).astype(np.float64)
+    return _count_ids(ids, size)
 
 
 def duplicates_error(count, user, item):
@@ -281,14 +297,28 @@ def inverse_permutation(permutation):
     return inverse
 
 
-@kernel
 def permute_rows(factors, source):
     """Reorder the rows of ``factors`` in place: row ``r`` becomes old row ``source[r]``.
 
     ``factors``: float32 (n_rows, k); ``source``: int64 permutation of
-    range(n_rows). Follows the permutation's cycles with one spare row, so
-    no second factor matrix is allocated.
+    range(n_rows). Large matrices are permuted along the permutation's cycles
+    with one spare row, so no second factor matrix is allocated; small ones
+    through a copy, which needs no compiling.
     """
+    if factors.size < _SMALL_PERMUTE_VALUES:
+        factors[:] = factors[source]
+    else:
+        _permute_rows(factors, source)
+
+
+# Factor matrices below this many values are permuted through a copy (at most
+# 16 MB), which spares a first fit the kernel's compile time.
+_SMALL_PERMUTE_VALUES = 4 * 1024 * 1024
+
+
+@kernel
+def _permute_rows(factors, source):
+    """Kernel of :func:`permute_rows`: follows the cycles with one spare row."""
     # Rows are copied element by element: a whole-row assignment would compile
     # numba's shape-mismatch error path (string formatting), 2+ s of every
     # first fit's compile time.
@@ -327,9 +357,13 @@ def seen_items_csr(layout):
     indptr = np.zeros(m + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     items = layout.values.view(np.int32)
-    _scatter_csr(
-        layout.rows, layout.cols, layout.user_perm, layout.item_perm, indptr[:-1].copy(), items
-    )
+    if layout.nnz < _layout_numpy.SMALL_LAYOUT_RATINGS:
+        users = layout.user_perm[layout.rows]
+        items[:] = layout.item_perm[layout.cols][np.argsort(users, kind="stable")]
+    else:
+        _scatter_csr(
+            layout.rows, layout.cols, layout.user_perm, layout.item_perm, indptr[:-1].copy(), items
+        )
     return indptr, items
 
 
@@ -514,11 +548,19 @@ def canonicalize_blocks(rows, cols, values, offsets, seeds, duplicates, ways, pa
     ``offsets`` (int64, n_blocks + 1) delimit the blocks; ``seeds`` (int64)
     seed each block's shuffle. Returns int64 (n_blocks, 4): per block, the
     entries kept (at the block's start), the duplicates found, and the
-    (internal) user and item of the first duplicate.
+    (internal) user and item of the first duplicate. Small serial layouts are
+    built with :mod:`fastmf._layout_numpy` (no compile time, the same bits).
     """
+    policy = duplicates_code(duplicates)
+    if not parallel and offsets[-1] - offsets[0] < _layout_numpy.SMALL_LAYOUT_RATINGS:
+        results = _layout_numpy.canonicalize_blocks(
+            rows, cols, values, offsets, seeds, policy, ways
+        )
+        if results is not None:
+            return results
     results = np.zeros((offsets.shape[0] - 1, 4), dtype=np.int64)
     canonicalize = _canonicalize_parallel if parallel else _canonicalize_serial
-    canonicalize(rows, cols, values, offsets, seeds, duplicates_code(duplicates), ways, results)
+    canonicalize(rows, cols, values, offsets, seeds, policy, ways, results)
     return results
 
 

@@ -3,17 +3,27 @@
 ``tests/digests.json`` was recorded from the code before the training driver
 and the loss definitions were redesigned (issue 13); a refactor of the
 orchestration must not change a single bit of any fit. Each configuration is
-fitted locally on 1 and on 2 threads, on a Dask cluster, and interrupted by a
-checkpoint then resumed; every one of those must match the recorded digest.
+fitted locally on 1 and on 2 threads (with the small-fit and the large-fit
+kernels), on a Dask cluster, and interrupted by a checkpoint then resumed;
+every one of those must match the recorded digest.
 
-Re-record (only for an intended change of results, say why in the commit):
-``python tests/test_digests.py --record``.
+The fits run in a subprocess whose kernels numba compiles for its generic
+x86-64 target (``NUMBA_CPU_NAME=generic``). The kernels let LLVM reorder and
+fuse float32 arithmetic, so natively compiled bits depend on the CPU (an
+AVX-512 Intel target and AMD Zen 4 differ in the last bits); the generic
+target's bits depend only on the numba/llvmlite/numpy versions, which the
+recording names.
+
+Re-record (only for an intended change of results, or for new versions of the
+compiler after checking that the previous commit gives the same new digests;
+say why in the commit): ``python tests/test_digests.py --record``.
 """
 
 import hashlib
 import itertools
 import json
 import pathlib
+import platform
 import sys
 
 import numpy as np
@@ -133,29 +143,90 @@ def _recorded():
     return json.loads(RECORDED.read_text())
 
 
-@pytest.fixture(params=["small", "large"])
-def fit_size(request, monkeypatch):
-    """Small fits run one thread and one-at-a-time kernels; large ones all threads, grouped."""
-    if request.param == "large":
-        monkeypatch.setattr(fastmf._losses, "SMALL_FIT_RATINGS", 0)
-    return request.param
+SIZES = ("small", "large")
+HOWS = ("threads1", "threads2", "resume", "dask")
 
 
-@pytest.mark.parametrize("how", ["threads1", "threads2", "resume"])
-@pytest.mark.parametrize("config", CONFIGS, ids=_name)
-def test_local_fits_match_the_recorded_digests(config, how, tmp_path, fit_size):
-    assert _digest(_fit(config, how, tmp_path)) == _recorded()[_name(config)]
+def _key(config, size, how):
+    return f"{_name(config)}|{size}|{how}"
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=_name)
-def test_dask_fits_match_the_recorded_digests(config, client, fit_size):
-    assert _digest(_fit(config, "dask", client=client)) == _recorded()[_name(config)]
+def _versions():
+    import llvmlite
+    import numba
+
+    return {"numba": numba.__version__, "llvmlite": llvmlite.__version__, "numpy": np.__version__}
 
 
-def test_partial_fit_and_mf_match_the_recorded_digests():
+def _compute(out_path):
+    """Fit everything (in this process, compiled for the generic target) and write the digests."""
+    import tempfile
+
+    import distributed
+
+    digests = {}
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, host="127.0.0.1"
+    )
+    with distributed.Client(cluster, timeout=60) as client, tempfile.TemporaryDirectory() as tmp:
+        for size in SIZES:
+            # Small fits run one thread and one-at-a-time kernels; large ones all
+            # threads, grouped (the same bits).
+            fastmf._losses.SMALL_FIT_RATINGS = 100_000 if size == "small" else 0
+            for config, how in itertools.product(CONFIGS, HOWS):
+                model = _fit(config, how, pathlib.Path(tmp), client=client)
+                digests[_key(config, size, how)] = _digest(model)
+        fastmf._losses.SMALL_FIT_RATINGS = 100_000
+        digests["partial_fit"] = _partial_fit_digest()
+        digests["mf"] = _mf_digest()
+    cluster.close()
+    pathlib.Path(out_path).write_text(json.dumps(digests))
+
+
+def _compute_generic(tmp_dir):
+    """Run :func:`_compute` in a subprocess compiled for numba's generic target."""
+    import os
+    import subprocess
+
+    out_path = pathlib.Path(tmp_dir) / "digests.json"
+    env = {key: value for key, value in os.environ.items() if key != "NUMBA_CPU_FEATURES"}
+    env["NUMBA_CPU_NAME"] = "generic"
+    subprocess.run(
+        [sys.executable, __file__, "--compute", str(out_path)],
+        env=env,
+        check=True,
+        timeout=1800,
+        cwd=pathlib.Path(__file__).parent,
+    )
+    return json.loads(out_path.read_text())
+
+
+@pytest.fixture(scope="module")
+def computed(tmp_path_factory):
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the digests are recorded for numba's generic x86-64 target")
+    pytest.importorskip("distributed")
+    return _compute_generic(tmp_path_factory.mktemp("digests"))
+
+
+def _check(computed, key, name):
     recorded = _recorded()
-    assert _partial_fit_digest() == recorded["partial_fit"]
-    assert _mf_digest() == recorded["mf"]
+    assert computed[key] == recorded[name], (
+        f"{key}: the bits differ from those recorded with {recorded['_recorded_with']}; "
+        f"this run has {_versions()}. See the module docstring before re-recording."
+    )
+
+
+@pytest.mark.parametrize("how", HOWS)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("config", CONFIGS, ids=_name)
+def test_fits_match_the_recorded_digests(computed, config, size, how):
+    _check(computed, _key(config, size, how), _name(config))
+
+
+def test_partial_fit_and_mf_match_the_recorded_digests(computed):
+    _check(computed, "partial_fit", "partial_fit")
+    _check(computed, "mf", "mf")
 
 
 def test_the_recorded_configurations_differ():
@@ -165,10 +236,18 @@ def test_the_recorded_configurations_differ():
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--record"]:
+    if sys.argv[1:2] == ["--compute"]:
+        _compute(sys.argv[2])
+    elif sys.argv[1:] == ["--record"]:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            computed = _compute_generic(tmp)
+        digests = {_name(c): computed[_key(c, "small", "threads1")] for c in CONFIGS}
+        digests["partial_fit"] = computed["partial_fit"]
+        digests["mf"] = computed["mf"]
+        digests["_recorded_with"] = {**_versions(), "target": "generic x86-64"}
+        RECORDED.write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
+        print(f"recorded {len(digests)} digests in {RECORDED}")
+    else:
         sys.exit(__doc__)
-    digests = {_name(config): _digest(_fit(config, "threads1")) for config in CONFIGS}
-    digests["partial_fit"] = _partial_fit_digest()
-    digests["mf"] = _mf_digest()
-    RECORDED.write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
-    print(f"recorded {len(digests)} digests in {RECORDED}")
