@@ -125,7 +125,7 @@ def _simd():
     return f"{width}; LLVM target {llvm.get_host_cpu_name()}"
 
 
-def warmup(models=None, n_threads=None, background=False, **params):
+def warmup(models=None, n_threads=None, background=False, large=False, **params):
     """Compile the kernels a default fit needs now, instead of at the first real fit.
 
     For services that want to pay the compile time at start-up. Fits each
@@ -141,6 +141,11 @@ def warmup(models=None, n_threads=None, background=False, **params):
         As in the models; 1 compiles the serial kernels only.
     background : bool, default=False
         Compile in a daemon thread and return it at once (``join()`` waits).
+    large : bool, default=False
+        Also compile what fits of 100,000 ratings or more run (the threaded
+        block layout and the grouped kernels; about 5-12 s per model on the
+        2-core dev machine), by fitting a generated matrix of that size for
+        one epoch. Without it, only the small-fit path is compiled.
     **params
         Other hyperparameters to compile for (e.g. ``learning_rate="adagrad"``).
 
@@ -158,15 +163,20 @@ def warmup(models=None, n_threads=None, background=False, **params):
     def compile_all():
         import numpy as np
 
-        rows = np.repeat(np.arange(8), 4)
-        cols = (rows * 3 + np.tile(np.arange(4), 8)) % 8
-        labels = np.where((rows + cols) % 2 == 0, 1.0, -1.0)
-        for model_class in models:
-            values = labels if model_class._loss.binary else labels + 3.0
-            settings = {"k": 2, "n_epochs": 1, "tol": None, "random_state": 0, **params}
-            model = model_class(n_threads=n_threads, **settings)
-            model.fit((rows, cols, values), shape=(8, 8))
-            model.recommend(0, n=2)
+        from ._losses import SMALL_FIT_RATINGS
+
+        sizes = [(8, 4)] + ([(SMALL_FIT_RATINGS // 100, 100)] if large else [])
+        for n_users, per_user in sizes:
+            # Distinct (user, item) pairs, each user rating `per_user` items.
+            rows = np.repeat(np.arange(n_users), per_user)
+            cols = (rows * 3 + np.tile(np.arange(per_user), n_users)) % per_user
+            labels = np.where((rows + cols) % 2 == 0, 1.0, -1.0)
+            for model_class in models:
+                values = labels if model_class._loss.binary else labels + 3.0
+                settings = {"k": 2, "n_epochs": 1, "tol": None, "random_state": 0, **params}
+                model = model_class(n_threads=n_threads, **settings)
+                model.fit((rows, cols, values), shape=(n_users, per_user))
+                model.recommend(0, n=2)
 
     if not background:
         compile_all()

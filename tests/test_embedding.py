@@ -155,12 +155,13 @@ def test_info_command_after_a_parallel_fit_names_the_layer_and_its_safety():
     assert "safe" in [line for line in out.splitlines() if line.startswith("threading safety")][0]
 
 
-def test_warmup_in_the_background_compiles_what_a_default_fit_needs(tmp_path):
+@pytest.mark.parametrize("large", [False, True])
+def test_warmup_in_the_background_compiles_what_a_default_fit_needs(tmp_path, large):
     code = textwrap.dedent(
-        """
+        f"""
         import numpy as np, fastmf
         from numba.core import event
-        thread = fastmf.warmup(background=True)
+        thread = fastmf.warmup(background=True, large={large})
         thread.join()
         compiled = []
         class Count(event.Listener):
@@ -174,6 +175,11 @@ def test_warmup_in_the_background_compiles_what_a_default_fit_needs(tmp_path):
         fastmf.RealValueMF(random_state=0, n_epochs=2, tol=None).fit(X).recommend([0, 1])
         y = rng.integers(-1, 2, size=(60, 40))
         fastmf.BinaryMF(random_state=0, n_epochs=2, tol=None).fit(y).recommend(0)
+        if {large}:  # 120,000 ratings: the threaded layout and the grouped kernels
+            users, items = np.divmod(rng.permutation(400 * 300)[:120_000], 300)
+            for model in (fastmf.RealValueMF(n_epochs=1), fastmf.BinaryMF(n_epochs=1)):
+                values = rng.choice([-1.0, 1.0], size=users.size)
+                model.fit((users, items, values + 3 * (not model._loss.binary)))
         print("compiled", compiled)
         """
     )
