@@ -14,6 +14,7 @@ from ._version import __version__
 from .exceptions import (
     ConvergenceWarning,
     DivergenceError,
+    ModelFileError,
     NotFittedError,
     SerialFallbackWarning,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "DivergenceError",
     "IdMap",
     "MatrixFactorization",
+    "ModelFileError",
     "NotFittedError",
     "RealValueMF",
     "SerialFallbackWarning",

@@ -1,6 +1,12 @@
 """Exceptions and warnings raised by fastmf."""
 
-__all__ = ["ConvergenceWarning", "DivergenceError", "NotFittedError", "SerialFallbackWarning"]
+__all__ = [
+    "ConvergenceWarning",
+    "DivergenceError",
+    "ModelFileError",
+    "NotFittedError",
+    "SerialFallbackWarning",
+]
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -31,4 +37,13 @@ class SerialFallbackWarning(RuntimeWarning):
     child), and when numba's thread pool is not thread-safe (the
     ``workqueue`` layer) and another parallel fit is running. The result is
     the same bits either way; only the speed differs.
+    """
+
+
+class ModelFileError(ValueError):
+    """:func:`fastmf.load` was given a file that is not a usable fastmf model.
+
+    Raised for damaged, truncated, foreign, hostile or newer files, with the
+    file's name and what is wrong; the file is never unpickled. A
+    ``ValueError``, so code that caught ``ValueError`` keeps working.
     """

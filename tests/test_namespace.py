@@ -13,6 +13,7 @@ def test_public_namespace_is_pinned():
         "DivergenceError",
         "IdMap",
         "MatrixFactorization",
+        "ModelFileError",
         "NotFittedError",
         "RealValueMF",
         "SerialFallbackWarning",
