@@ -3,6 +3,7 @@
 import argparse
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -114,13 +115,19 @@ def main(argv=None):
     )
     _cli.add_commands(commands, formatter)
     args = parser.parse_args(argv)
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        print(f"fastmf {args.command}: warning: {message}", file=sys.stderr)
+
     try:
-        if args.command == "demo":
-            demo(args.users, args.items, args.ratings, args.k, args.seed)
-        elif args.command == "info":
-            show_config()
-        else:
-            _cli.run(args)
+        with warnings.catch_warnings():  # restored on return: main() may run inside a program
+            warnings.showwarning = one_line
+            if args.command == "demo":
+                demo(args.users, args.items, args.ratings, args.k, args.seed)
+            elif args.command == "info":
+                show_config()
+            else:
+                _cli.run(args)
     except Exception as error:  # one line for users; the traceback with --debug
         if args.debug:
             raise

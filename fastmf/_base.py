@@ -1,6 +1,7 @@
 """The fit template and everything a fitted model does, written once for all models."""
 
 import inspect
+import math
 import warnings
 from numbers import Integral, Real
 
@@ -14,7 +15,7 @@ from ._persistence import register_model_class, save_model
 from ._recommend import RecommenderMixin
 from ._state import TrainingState, normal_factors
 from ._stopping import StoppingRules
-from ._validation import check_coo, check_pairs, check_random_state
+from ._validation import check_coo, check_factor_memory, check_pairs, check_random_state
 from .exceptions import ConvergenceWarning, NotFittedError
 from .ids import Dataset
 
@@ -240,6 +241,7 @@ class MatrixFactorization(RecommenderMixin):
         X, X_val, shape, maps = _unpack_dataset(X, X_val, shape)
         data = backend.open(X, self._check_input, shape, duplicates)
         val = None if X_val is None else self._check_input(X_val, data.shape, "last")
+        check_factor_memory(data.shape, params["k"])
         rng = check_random_state(params["random_state"])
         m, n = data.shape
         user_factors = normal_factors(rng, m, params["k"], params["init_scale"])
@@ -314,12 +316,15 @@ class MatrixFactorization(RecommenderMixin):
         loss = self._loss
         m, n = data.shape
         grid = params["grid"] or choose_grid(m, n, data.nnz, params["k"])
+        # More stripes than users, items or sqrt(ratings) only adds empty blocks.
+        grid = min(grid, m, n, max(1, math.isqrt(data.nnz)))
         # Small fits run on one thread: compile time and thread start-up would
         # outweigh their epochs (the same bits either way).
         wanted = params["n_threads"] if data.nnz >= _losses.SMALL_FIT_RATINGS else 1
         with numba_threads(wanted) as threads:
             backend.n_threads = threads  # fewer where more would be unsafe (fastmf._jit)
             layout = backend.arrange(data, grid, rng, duplicates, loss.interleave)
+            value_scale = _value_scale(data)
             del data  # the layout is the copy of the ratings kept while training
             global_mean = 0.0
             if params["biases"] and loss.centred:
@@ -361,6 +366,7 @@ class MatrixFactorization(RecommenderMixin):
                 rng,
                 params,
                 validation=validation,
+                value_scale=value_scale,
                 **run,
             )
         converged = len(stopping.loss_curve) < params["n_epochs"] or stopping.stopped
@@ -415,7 +421,7 @@ class MatrixFactorization(RecommenderMixin):
         view.flags.writeable = False
         return view
 
-    def decision_function(self, rows, cols, unknown="raise"):
+    def decision_function(self, rows, cols, unknown="raise", *, by_index=False):
         """Score ``mean + b_u + b_i + p_u . q_i`` for each (user, item) pair, without P Q^T.
 
         With ``biases=False`` the mean and biases are 0.
@@ -430,6 +436,8 @@ class MatrixFactorization(RecommenderMixin):
             index beyond the fitted shape): raise a ValueError naming it,
             score NaN, or score what is known without it — the global mean
             plus the bias of whichever of the pair is known.
+        by_index : bool, default=False
+            Take indices (0..n-1) even for a model fitted on a Dataset.
 
         Returns
         -------
@@ -439,7 +447,7 @@ class MatrixFactorization(RecommenderMixin):
         if unknown not in ("raise", "nan", "mean"):
             raise ValueError(f"unknown must be 'raise', 'nan' or 'mean', got {unknown!r}.")
         shape = (self.n_users_, self.n_items_)
-        if getattr(self, "user_map_", None) is not None:
+        if getattr(self, "user_map_", None) is not None and not by_index:
             policy = "raise" if unknown == "raise" else "missing"
             try:
                 rows = self.user_map_.to_index(rows, unknown=policy)
@@ -555,6 +563,14 @@ class MatrixFactorization(RecommenderMixin):
         path : str or path-like
         """
         save_model(self, path)
+
+
+def _value_scale(data):
+    """Return the largest magnitude among in-memory training values (None if sharded)."""
+    values = getattr(data, "values", None)
+    if not isinstance(values, np.ndarray) or values.size == 0:
+        return None
+    return max(float(values.max()), -float(values.min()))
 
 
 def _unpack_dataset(X, X_val, shape):

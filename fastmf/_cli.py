@@ -4,10 +4,13 @@ Each reads files, calls the public API, and writes CSV or JSON lines.
 """
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 
 import numpy as np
+from scipy.special import expit
 
 from . import BinaryMF, Dataset, RealValueMF, load
 from .io import read_pairs, read_ratings
@@ -55,6 +58,13 @@ def add_commands(commands, formatter):
     )
     fit.add_argument("--threads", type=int, default=0, help="0 = all cores")
     fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument(
+        "--duplicates",
+        choices=("raise", "sum", "last"),
+        default="raise",
+        help="a (user, item) pair rated more than once: fail (default), add the values, or "
+        "keep the last one in the file",
+    )
     fit.add_argument("--save", required=True, help="where to write the model (.npz)")
     fit.add_argument("--plot", help="write the training curves to this PNG (needs matplotlib)")
     fit.add_argument("--quiet", action="store_true", help="no per-epoch progress")
@@ -67,7 +77,19 @@ def add_commands(commands, formatter):
     )
     predict.add_argument("model")
     predict.add_argument("pairs", help="file with user and item columns")
-    predict.add_argument("--sep", default="infer")
+    predict.add_argument("--sep", default="infer", help="field separator (default: detect)")
+    predict.add_argument(
+        "--columns",
+        nargs=2,
+        metavar=("USER", "ITEM"),
+        help="column positions (0-based) or header names",
+    )
+    predict.add_argument(
+        "--header",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether the first line names the columns (default: detect)",
+    )
     predict.add_argument("--unknown", choices=("raise", "nan", "mean"), default="raise")
     _add_format(predict)
 
@@ -146,7 +168,9 @@ def _read(args):
 def _emit(rows, header, fmt, out):
     if fmt == "jsonl":
         for row in rows:
-            out.write(json.dumps(dict(zip(header, row)), default=_plain) + "\n")
+            # NaN (an unknown pair) is not JSON: written as null.
+            record = {name: _plain(value) for name, value in zip(header, row)}
+            out.write(json.dumps(record, allow_nan=False) + "\n")
     else:
         out.write(",".join(header) + "\n")
         for row in rows:
@@ -172,12 +196,69 @@ def _raw_ids(id_map, given):
     return np.array(given, dtype=str)
 
 
+def _check_output_path(path, option):
+    """Fail before training when ``path`` cannot be written (a typo must not cost a fit)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"{option} {path}: the folder {folder} does not exist.")
+    if os.path.isdir(path):
+        raise ValueError(f"{option} {path}: is a folder; give a file name.")
+    if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise ValueError(f"{option} {path}: not writable.")
+
+
+def _labels(args, values):
+    """Return the ±1 labels of a logistic fit: from --threshold, or values already ±1 / 0-1."""
+    if args.threshold is None:
+        distinct = np.unique(values)
+        if set(distinct.tolist()) <= {-1.0, 1.0} or set(distinct.tolist()) <= {0.0, 1.0}:
+            return np.where(values > 0, 1.0, -1.0)
+        raise ValueError(
+            f"{args.data}: --loss logistic needs labels, and the values are "
+            f"{_few(distinct)}. Pass --threshold T to make values >= T positive "
+            "(e.g. --threshold 4 for 1-5 stars)."
+        )
+    labels = np.where(values >= args.threshold, 1.0, -1.0)
+    positives = int((labels > 0).sum())
+    if positives in (0, labels.size):
+        kind = "negative" if positives == 0 else "positive"
+        raise ValueError(
+            f"--threshold {args.threshold:g} makes every one of the {labels.size} labels "
+            f"{kind} (values range from {values.min():g} to {values.max():g}); choose a "
+            "threshold inside that range."
+        )
+    return labels
+
+
+def _few(values, limit=5):
+    shown = ", ".join(f"{v:g}" for v in values[:limit].tolist())
+    return f"{shown}, ..." if values.size > limit else shown
+
+
+def _known(id_map, ids, what):
+    """Return ``ids`` if the model knows them all, else fail naming the unknown ones."""
+    unknown = ids[id_map.to_index(ids, unknown="missing") < 0]
+    if unknown.size:
+        raise ValueError(
+            f"no {what} {', '.join(map(str, unknown.tolist()))} in the training data of this model."
+        )
+    return ids
+
+
 def run_fit(args, out):
+    model_class = _MODEL_FOR_LOSS[args.loss]
+    if args.threshold is not None and not model_class._loss.binary:
+        raise ValueError("--threshold applies to --loss logistic only (it makes ±1 labels).")
+    if not 0 <= args.val < 1:
+        raise ValueError(f"--val must be a fraction in [0, 1), got {args.val:g}.")
+    _check_output_path(args.save, "--save")
+    if args.plot:
+        _check_output_path(args.plot, "--plot")
+        _matplotlib()
     raw = _read(args)
     values = raw.values
-    model_class = _MODEL_FOR_LOSS[args.loss]
-    if model_class._loss.binary and args.threshold is not None:
-        values = np.where(values >= args.threshold, 1.0, -1.0)
+    if model_class._loss.binary:
+        values = _labels(args, values)
     params = dict(
         k=args.k,
         n_epochs=args.epochs,
@@ -194,6 +275,8 @@ def run_fit(args, out):
         params["learning_rate"] = "adagrad"
     model = model_class(**params)
     data = Dataset(raw.users, raw.items, values)
+    if args.duplicates == "raise":
+        _check_no_duplicates(args, raw, data)
     X_val = None
     train = data
     if args.val:
@@ -208,7 +291,9 @@ def run_fit(args, out):
             item_map=data.item_map,
         )
         X_val = val_part
-    model.fit(train, X_val=X_val)
+    # Progress goes to stderr: stdout carries the results.
+    with contextlib.redirect_stdout(sys.stderr):
+        model.fit(train, X_val=X_val, duplicates=args.duplicates)
     model.save(args.save)
     summary = {"epochs": model.n_iter_, "objective": float(model.loss_curve_[-1])}
     if X_val is not None:
@@ -223,7 +308,21 @@ def run_fit(args, out):
     )
 
 
-def _plot(model, path):
+def _check_no_duplicates(args, raw, data):
+    """Name a repeated (user, item) pair by its raw ids, and the option that resolves it."""
+    keys = data.rows.astype(np.int64) * max(data.shape[1], 1) + data.cols
+    order = np.argsort(keys, kind="stable")
+    repeated = np.flatnonzero(keys[order][1:] == keys[order][:-1])
+    if repeated.size:
+        first, second = order[repeated[0]], order[repeated[0] + 1]
+        raise ValueError(
+            f"{args.data}: user {raw.users[first]!s} rated item {raw.items[first]!s} more than "
+            f"once (rows {first + 1} and {second + 1} of the data; {repeated.size} repeated "
+            "pair(s) in all). Pass --duplicates sum or --duplicates last, or remove them."
+        )
+
+
+def _matplotlib():
     try:
         import matplotlib
 
@@ -231,6 +330,11 @@ def _plot(model, path):
         import matplotlib.pyplot as plt
     except ImportError:
         raise RuntimeError("--plot needs matplotlib: pip install matplotlib") from None
+    return plt
+
+
+def _plot(model, path):
+    plt = _matplotlib()
     figure, axis = plt.subplots(figsize=(6, 4))
     epochs = np.arange(1, model.n_iter_ + 1)
     axis.plot(epochs, model.loss_curve_, label="training objective")
@@ -244,9 +348,23 @@ def _plot(model, path):
 
 def run_predict(args, out):
     model = load(args.model)
-    users, items = read_pairs(args.pairs, sep=args.sep)
+    columns = (
+        (0, 1)
+        if args.columns is None
+        else tuple(int(c) if c.isdigit() else c for c in args.columns)
+    )
+    header = "infer" if args.header is None else args.header
+    users, items = read_pairs(args.pairs, sep=args.sep, columns=columns, header=header)
     score = model.predict if isinstance(model, RealValueMF) else model.predict_proba
-    scores = score(users, items, unknown=args.unknown)
+    try:
+        scores = score(users, items, unknown=args.unknown)
+    except ValueError as error:
+        if args.unknown != "raise":
+            raise
+        message = str(error).split(" Pass unknown=")[0]
+        raise ValueError(
+            f"{args.pairs}: {message} Pass --unknown nan or --unknown mean to score them anyway."
+        ) from None
     _emit(
         zip(users.tolist(), items.tolist(), scores.tolist()),
         ("user", "item", "score"),
@@ -257,14 +375,15 @@ def run_predict(args, out):
 
 def run_recommend(args, out):
     model = load(args.model)
-    users = _raw_ids(model.user_map_, args.users)
-    indices = model.user_map_.to_index(users)
-    ids, scores = model.recommend(indices, n=args.n, exclude_seen=not args.include_seen)
+    users = _known(model.user_map_, _raw_ids(model.user_map_, args.users), "user")
+    ids, scores = model.recommend(users, n=args.n, exclude_seen=not args.include_seen)
+    if not isinstance(model, RealValueMF):  # probabilities, as `predict` prints
+        scores = expit(scores)
     rows = []
     for user, user_ids, user_scores in zip(users.tolist(), ids, scores):
-        for rank, (item, score) in enumerate(zip(user_ids, user_scores), start=1):
-            if item >= 0:
-                rows.append((user, rank, model.item_map_.to_raw(item).item(), score))
+        for rank, (item, score) in enumerate(zip(user_ids.tolist(), user_scores), start=1):
+            if np.isfinite(score):  # -inf marks padding
+                rows.append((user, rank, item, score))
     _emit(rows, ("user", "rank", "item", "score"), args.format, out)
 
 
@@ -274,12 +393,12 @@ def run_similar(args, out):
         id_map, given, method, what = model.item_map_, args.items, model.similar_items, "item"
     else:
         id_map, given, method, what = model.user_map_, args.users, model.similar_users, "user"
-    query = _raw_ids(id_map, given)
-    ids, scores = method(id_map.to_index(query), n=args.n)
+    query = _known(id_map, _raw_ids(id_map, given), what)
+    ids, scores = method(query, n=args.n)
     rows = [
-        (q, rank, id_map.to_raw(j).item(), s)
+        (q, rank, j, s)
         for q, row_ids, row_scores in zip(query.tolist(), ids, scores)
-        for rank, (j, s) in enumerate(zip(row_ids, row_scores), start=1)
+        for rank, (j, s) in enumerate(zip(row_ids.tolist(), row_scores), start=1)
     ]
     _emit(rows, (what, "rank", "similar", "score"), args.format, out)
 
@@ -309,7 +428,8 @@ def run_evaluate(args, out):
         ("recall", recall_at_k),
         ("ndcg", ndcg_at_k),
     ):
-        results[f"{name}@{args.k}"] = metric(model, test, k=args.k, threshold=relevant)
+        ranked = (raw.users[known], raw.items[known], test[2])  # raw ids, as the model takes
+        results[f"{name}@{args.k}"] = metric(model, ranked, k=args.k, threshold=relevant)
     _emit([tuple(results.values())], tuple(results), args.format, out)
 
 

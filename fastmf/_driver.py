@@ -39,6 +39,10 @@ class Validation:
         return self.loss.validation_metric(self.values, scores)
 
 
+# Training values above this magnitude make a divergence the data's fault, not lr's.
+LARGE_VALUES = 1e6
+
+
 def train(
     name,
     layout,
@@ -51,6 +55,7 @@ def train(
     callback=None,
     checkpoint=None,
     resume=None,
+    value_scale=None,
 ):
     """Run SGD epochs on ``backend`` until a stopping rule or ``params["n_epochs"]``.
 
@@ -76,6 +81,9 @@ def train(
         ``callback(info)`` after every epoch; ``False`` stops training.
     checkpoint, resume : path-like, optional
         Write a checkpoint after every epoch; continue from one.
+    value_scale : float, optional
+        The largest magnitude among the training values: when a run diverges
+        on data this large, the error names the data instead of ``lr``.
 
     Raises
     ------
@@ -107,6 +115,13 @@ def train(
             if validation is not None or checkpoint is not None:
                 backend.pull()  # the driver needs the state itself
             if not (np.isfinite(current) and finite):
+                if value_scale is not None and value_scale > LARGE_VALUES:
+                    raise DivergenceError(
+                        f"{name} diverged in epoch {epoch}: the objective became {current}. "
+                        f"The data is the likely cause: its values reach {value_scale:.3g} in "
+                        "magnitude, too large for float32 SGD. Rescale them (e.g. divide by "
+                        "their standard deviation) before fitting. The model was not changed."
+                    )
                 raise DivergenceError(
                     f"{name} diverged in epoch {epoch}: the objective became {current} "
                     f"(lr={params['lr']!r}). Use a smaller learning rate, e.g. "

@@ -89,6 +89,8 @@ class RealValueMF(MatrixFactorization):
         strata per epoch). None picks it from the data size and ``k`` so that a
         block's factor rows fit in a core's L2 cache; it never depends on the
         thread count. Changing it changes the visiting order, hence the result.
+        A given value is capped at ``min(n_users, n_items, sqrt(n_ratings))``
+        (more stripes would only add empty blocks).
     verbose : int, default=0
         0 is silent (for embedding); 1 shows a tqdm progress bar when tqdm is
         installed (the ``progress`` extra), else one line per epoch; 2 prints
@@ -127,7 +129,7 @@ class RealValueMF(MatrixFactorization):
 
     _loss = SQUARED
 
-    def predict(self, rows, cols, unknown="raise"):
+    def predict(self, rows, cols, unknown="raise", *, by_index=False):
         """Predict the rating of each (user, item) pair: ``mu + b_u + b_i + p_u . q_i``.
 
         Parameters
@@ -136,12 +138,14 @@ class RealValueMF(MatrixFactorization):
             User and item ids (raw ids after a fit on a Dataset), broadcast.
         unknown : {"raise", "nan", "mean"}, default="raise"
             Policy for ids not seen in training; see :meth:`decision_function`.
+        by_index : bool, default=False
+            Take indices even for a model fitted on a Dataset.
 
         Returns
         -------
         ndarray of float32 with the broadcast shape of ``rows`` and ``cols``
         """
-        return self.decision_function(rows, cols, unknown=unknown)
+        return self.decision_function(rows, cols, unknown=unknown, by_index=by_index)
 
 
 class BinaryMF(MatrixFactorization):
@@ -208,6 +212,8 @@ class BinaryMF(MatrixFactorization):
         strata per epoch). None picks it from the data size and ``k`` so that a
         block's factor rows fit in a core's L2 cache; it never depends on the
         thread count. Changing it changes the visiting order, hence the result.
+        A given value is capped at ``min(n_users, n_items, sqrt(n_ratings))``
+        (more stripes would only add empty blocks).
     verbose : int, default=0
         0 is silent (for embedding); 1 shows a tqdm progress bar when tqdm is
         installed (the ``progress`` extra), else one line per epoch; 2 prints
@@ -288,7 +294,7 @@ class BinaryMF(MatrixFactorization):
     def _decode_values(self, values):
         return check_binary_labels(values, self.labels)
 
-    def predict_proba(self, rows, cols, unknown="raise"):
+    def predict_proba(self, rows, cols, unknown="raise", *, by_index=False):
         """Probability of a positive response, ``sigmoid(b_u + b_i + p_u . q_i)``, per pair.
 
         Parameters
@@ -297,19 +303,21 @@ class BinaryMF(MatrixFactorization):
             User and item ids (raw ids after a fit on a Dataset), broadcast.
         unknown : {"raise", "nan", "mean"}, default="raise"
             Policy for ids not seen in training; see :meth:`decision_function`.
+        by_index : bool, default=False
+            Take indices even for a model fitted on a Dataset.
 
         Returns
         -------
         ndarray of float32 with the broadcast shape of ``rows`` and ``cols``
             ``P(y = +1)`` (one column, not scikit-learn's two).
         """
-        return expit(self.decision_function(rows, cols, unknown=unknown))
+        return expit(self.decision_function(rows, cols, unknown=unknown, by_index=by_index))
 
-    def predict(self, rows, cols, unknown="raise"):
+    def predict(self, rows, cols, unknown="raise", *, by_index=False):
         """Predict the response of each pair: the positive label where P(+1) >= 0.5.
 
         ``unknown`` is "raise" or "mean" (see :meth:`decision_function`); a
-        label cannot be NaN.
+        label cannot be NaN. ``by_index`` as in :meth:`decision_function`.
 
         Returns
         -------
@@ -319,7 +327,7 @@ class BinaryMF(MatrixFactorization):
         if unknown == "nan":
             raise ValueError("BinaryMF.predict returns labels: use unknown='raise' or 'mean'.")
         negative = -1 if self.labels == "pm1" else 0
-        scores = self.decision_function(rows, cols, unknown=unknown)
+        scores = self.decision_function(rows, cols, unknown=unknown, by_index=by_index)
         return np.where(scores >= 0, 1, negative).astype(np.int8)
 
 

@@ -18,7 +18,7 @@ class RecommenderMixin:
     """
 
     # --------------------------------------------------------- recommendation
-    def recommend(self, users, n=10, exclude_seen=True, items=None):
+    def recommend(self, users, n=10, exclude_seen=True, items=None, *, by_index=False):
         """Recommend the ``n`` highest-scoring items for one user or a batch.
 
         Scores are computed a block of users at a time (one matrix product
@@ -27,28 +27,35 @@ class RecommenderMixin:
 
         Parameters
         ----------
-        users : int or array_like of int
-            One user id, or a 1-D batch of them.
+        users : int, str or array_like
+            One user id, or a 1-D batch of them: raw ids for a model fitted on
+            a :class:`fastmf.Dataset`, else indices.
         n : int, default=10
         exclude_seen : bool, default=True
             Leave out the items each user rated in training (remembered by
             ``fit`` and saved with the model).
-        items : array_like of int, optional
-            Only recommend among these item ids.
+        items : array_like, optional
+            Only recommend among these item ids (raw ids or indices, as ``users``).
+        by_index : bool, default=False
+            Take and return indices (0..n-1) even for a model fitted on a
+            Dataset.
 
         Returns
         -------
-        ids : ndarray of int64
-            Shape (n,) for one user, (len(users), n) for a batch; best first,
-            ties to the smaller id. Users with fewer than ``n`` candidates are
-            padded with id -1.
+        ids : ndarray
+            Item ids of the kind given (raw ids or int64 indices). Shape (n,)
+            for one user, (len(users), n) for a batch; best first, ties to the
+            smaller index. ``n`` is capped at the number of candidate
+            items (0 for ``items=[]``); users with fewer than ``n`` unseen
+            candidates are padded with id -1 (-1 or "" for raw ids: the score
+            is -inf there).
         scores : ndarray of float32
             The matching scores (as :meth:`decision_function`), padded with -inf.
         """
         self._check_is_fitted()
         n = _check_n(n)
         single = np.ndim(users) == 0
-        user_ids = np.atleast_1d(np.asarray(users))
+        user_ids = self._to_index(np.atleast_1d(np.asarray(users)), "user", by_index)
         if user_ids.ndim != 1:
             raise ValueError(
                 f"users must be an id or a 1-D array of ids; got shape {user_ids.shape}."
@@ -60,16 +67,18 @@ class RecommenderMixin:
             candidates = None
             item_factors, item_bias = self.item_factors_, self.item_bias_
         else:
+            items = self._to_index(np.asarray(items), "item", by_index)
             candidates = np.unique(
                 check_pairs(
                     np.zeros(np.size(items), dtype=np.int64), items, (self.n_users_, self.n_items_)
                 )[1]
             )
             item_factors, item_bias = self.item_factors_[candidates], self.item_bias_[candidates]
+        n = min(n, item_factors.shape[0])  # never more slots than candidate items
         ids = np.empty((user_ids.size, n), dtype=np.int64)
         scores = np.empty((user_ids.size, n), dtype=np.float32)
         step = recommend_block_size(item_factors.shape[0])
-        for start in range(0, user_ids.size, step):
+        for start in range(0, user_ids.size if n else 0, step):
             block_users = user_ids[start : start + step]
             block = self.user_factors_[block_users] @ item_factors.T
             block += item_bias[None, :]
@@ -81,7 +90,37 @@ class RecommenderMixin:
                 block_ids = np.where(block_ids >= 0, candidates[np.maximum(block_ids, 0)], -1)
             ids[start : start + step] = block_ids
             scores[start : start + step] = block_scores
+        ids = self._to_raw(ids, "item", by_index)
         return (ids[0], scores[0]) if single else (ids, scores)
+
+    # ------------------------------------------------------------ id kinds
+    def _id_map(self, what, by_index):
+        """Return the raw-id map of ``what`` ("user" or "item"), or None for indices."""
+        if by_index:
+            return None
+        return getattr(self, f"{what}_map_", None)
+
+    def _to_index(self, ids, what, by_index):
+        """Map the ids a caller gave (raw or indices) to indices, naming unknown raw ids."""
+        id_map = self._id_map(what, by_index)
+        if id_map is None:
+            return ids
+        try:
+            return id_map.to_index(ids)
+        except (TypeError, ValueError) as error:
+            raise type(error)(
+                f"{what}s: {error} This model takes raw ids (it was fitted on a Dataset); "
+                "pass by_index=True to give indices."
+            ) from None
+
+    def _to_raw(self, indices, what, by_index):
+        """Map indices to the caller's kind of id; -1 (padding) becomes -1 or ""."""
+        id_map = self._id_map(what, by_index)
+        if id_map is None:
+            return indices
+        raw = id_map.ids_[np.maximum(indices, 0)]
+        padding = "" if id_map.ids_.dtype.kind == "U" else -1
+        return np.where(indices >= 0, raw, np.array(padding, dtype=raw.dtype))
 
     def _mask_seen(self, block, block_users, candidates):
         """Set the scores of items each user rated in training to -inf, in place.
@@ -95,7 +134,7 @@ class RecommenderMixin:
             block[row, seen] = -np.inf
 
     # ------------------------------------------------------ new users and data
-    def fold_in(self, X, n_iter=20):
+    def fold_in(self, X, n_iter=20, *, by_index=False):
         """Compute factors for new users from their ratings, item factors fixed.
 
         No refit: each new user's factor row (and bias) solves its own part
@@ -107,8 +146,12 @@ class RecommenderMixin:
         ----------
         X : (rows, cols, values) tuple, sparse matrix or dense array
             One row per new user (row ids 0..n_new-1) over the model's items.
+            For a model fitted on a :class:`fastmf.Dataset` give triplets whose
+            ``cols`` are raw item ids (unless ``by_index``).
         n_iter : int, default=20
             Newton steps (logistic loss only).
+        by_index : bool, default=False
+            Item ids are indices even for a model fitted on a Dataset.
 
         Returns
         -------
@@ -117,11 +160,19 @@ class RecommenderMixin:
             Zeros for a model without biases. Users with no ratings get zeros.
         """
         self._check_is_fitted()
+        if self._id_map("item", by_index) is not None:
+            if not (isinstance(X, tuple) and len(X) == 3):
+                raise TypeError(
+                    "This model takes raw item ids (it was fitted on a Dataset): pass "
+                    "fold_in((new_user_rows, raw_item_ids, values)), or by_index=True."
+                )
+            X = (X[0], self._to_index(np.asarray(X[1]), "item", False), X[2])
         coo = self._check_input(X, None, "raise")
         if coo.shape[1] > self.n_items_:
             raise ValueError(
                 f"item id {coo.shape[1] - 1} is out of range: the model has {self.n_items_} items."
             )
+        _check_no_duplicate_pairs(coo)
         n_new, k = coo.shape[0], self.user_factors_.shape[1]
         use_bias = bool(self.get_params()["biases"])
         l2 = float(self.get_params()["l2"])
@@ -156,35 +207,41 @@ class RecommenderMixin:
         self._check_is_fitted()
         return cosine_similarity(self.item_factors_)
 
-    def similar_items(self, items, n=10):
+    def similar_items(self, items, n=10, *, by_index=False):
         """Return the ``n`` items whose factors are most cosine-similar to each given item.
 
         Parameters
         ----------
-        items : int or array_like of int
-            One item id, or a 1-D batch of them.
+        items : int, str or array_like
+            One item id, or a 1-D batch of them (raw ids for a model fitted on
+            a :class:`fastmf.Dataset`, else indices).
         n : int, default=10
             Capped at ``n_items_ - 1``; an item is never its own neighbour.
+        by_index : bool, default=False
+            Take and return indices even for a model fitted on a Dataset.
 
         Returns
         -------
-        ids : ndarray of int64, shape (n,) for one item, (len(items), n) for a batch
-            Most similar first (ties: smaller id first).
+        ids : ndarray, shape (n,) for one item, (len(items), n) for a batch
+            Item ids of the kind given, most similar first (ties: smaller index first).
         scores : ndarray of float32, same shape
             Cosine similarities (0 against an all-zero factor row).
         """
         self._check_is_fitted()
-        return self._similar(self.item_factors_, items, n, "item")
+        return self._similar(self.item_factors_, items, n, "item", by_index)
 
-    def similar_users(self, users, n=10):
+    def similar_users(self, users, n=10, *, by_index=False):
         """Return the ``n`` users whose factors are most cosine-similar to each given user.
 
         Parameters
         ----------
-        users : int or array_like of int
-            One user id, or a 1-D batch of them.
+        users : int, str or array_like
+            One user id, or a 1-D batch of them (raw ids for a model fitted on
+            a :class:`fastmf.Dataset`, else indices).
         n : int, default=10
             Capped at ``n_users_ - 1``; a user is never its own neighbour.
+        by_index : bool, default=False
+            Take and return indices even for a model fitted on a Dataset.
 
         Returns
         -------
@@ -192,11 +249,16 @@ class RecommenderMixin:
         scores : ndarray of float32, same shape
         """
         self._check_is_fitted()
-        return self._similar(self.user_factors_, users, n, "user")
+        return self._similar(self.user_factors_, users, n, "user", by_index)
 
-    def _similar(self, factors, query, n, what):
+    def _similar(self, factors, query, n, what, by_index):
         n = min(_check_n(n), factors.shape[0] - 1)
         single = np.ndim(query) == 0
+        if self._id_map(what, by_index) is not None:
+            query = self._to_index(np.atleast_1d(np.asarray(query)), what, by_index)
+            query = query[0] if single else query
+        if isinstance(query, np.ndarray) and single:
+            query = query.item()  # a 0-d array, as predict accepts
         if single:
             ids = np.array([check_index(query, factors.shape[0], what)])
         else:
@@ -206,10 +268,24 @@ class RecommenderMixin:
             ids = np.array(
                 [check_index(i, factors.shape[0], what) for i in ids.tolist()], dtype=np.int64
             )
-        return top_similar(factors, ids, n, single)
+        similar, scores = top_similar(factors, ids, n, single)
+        return self._to_raw(similar, what, by_index), scores
 
 
 def _check_n(n):
     if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}.")
     return int(n)
+
+
+def _check_no_duplicate_pairs(coo):
+    """Raise ValueError naming a (user, item) pair given twice (fold_in solves per pair)."""
+    keys = coo.rows.astype(np.int64) * coo.shape[1] + coo.cols
+    ordered = np.sort(keys)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    if repeated.size:
+        user, item = divmod(int(repeated[0]), coo.shape[1])
+        raise ValueError(
+            f"The new users' data gives {repeated.size} (user, item) pair(s) more than once, "
+            f"e.g. ({user}, {item}). Keep one rating per pair (sum or take the last one)."
+        )

@@ -4,6 +4,7 @@ Kernels do no bounds checks, so everything a kernel will index with is checked
 here, once, before the first kernel call.
 """
 
+import os
 from dataclasses import dataclass
 from numbers import Integral
 
@@ -11,6 +12,10 @@ import numpy as np
 import scipy.sparse as sp
 
 DUPLICATE_POLICIES = ("raise", "sum", "last")
+# An inferred shape may exceed the entries by this much (ids with no data get
+# factors too) before the ids are taken for raw ids rather than indices.
+INFERRED_DIMENSION_SLACK = 1_000_000
+INFERRED_DIMENSION_PER_ENTRY = 10
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,15 @@ def check_coo(X, shape=None, *, duplicates="raise"):
 
     if shape is None:
         shape = (int(rows.max()) + 1, int(cols.max()) + 1)
+        for idx, dim, what in ((rows, shape[0], "row"), (cols, shape[1], "column")):
+            if dim > INFERRED_DIMENSION_SLACK + INFERRED_DIMENSION_PER_ENTRY * idx.shape[0]:
+                raise ValueError(
+                    f"The data has a {what} id of {dim - 1} but only {idx.shape[0]} entries: "
+                    f"the inferred shape would give {dim} {what}s, nearly all without data, "
+                    "each with a row of factors. If the ids are raw ids (user or item numbers "
+                    "from a database), map them to 0..n-1 with fastmf.Dataset; if they are "
+                    "really indices, pass shape= explicitly."
+                )
     else:
         for idx, dim, what, axis in ((rows, shape[0], "row", 0), (cols, shape[1], "column", 1)):
             top = int(idx.max())
@@ -310,6 +324,13 @@ def _check_indices(idx, name, what):
             raise ValueError(
                 f"{name} must hold integer {what} ids; entry {where} is {idx[where]!r}."
             )
+        too_large = np.abs(idx) >= 2.0**63
+        if too_large.any():
+            where = int(np.flatnonzero(too_large)[0])
+            raise ValueError(
+                f"{name} contains a {what} id too large for int64 ({float(idx[where]):g} at entry "
+                f"{where}). Map raw ids to 0..n-1 with fastmf.Dataset."
+            )
         idx = idx.astype(np.int64)
     else:
         raise TypeError(f"{name} must hold integer {what} ids; got dtype {idx.dtype}.")
@@ -322,3 +343,22 @@ def _check_indices(idx, name, what):
     if kind == "u" and idx.size and int(idx.max()) > np.iinfo(np.int64).max:
         raise ValueError(f"{name} contains a {what} id too large for int64.")
     return idx
+
+
+def check_factor_memory(shape, k):
+    """Raise a ValueError when the factor matrices of ``shape`` at rank ``k`` cannot fit in RAM."""
+    needed = (shape[0] + shape[1]) * (k + 2) * 4  # factors, biases, AdaGrad accumulators
+    available = _physical_memory()
+    if available is not None and needed > available:
+        raise ValueError(
+            f"The model would need {needed / 2**30:.1f} GiB for its factors ({shape[0]} users + "
+            f"{shape[1]} items, k={k}), more than this machine's {available / 2**30:.1f} GiB of "
+            "memory. Use a smaller k or shape, or fastmf.Dataset if the ids are raw ids."
+        )
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None

@@ -7,6 +7,7 @@ was wrong — or, with ``skip_bad_lines=True``, skips such lines and reports
 how many.
 """
 
+import functools
 import os
 import warnings
 from collections import namedtuple
@@ -30,6 +31,8 @@ RawRatings.__doc__ = """Ratings with raw ids: ``fit(fastmf.Dataset(r.users, r.it
 """
 
 _SEPARATORS = ("::", "\t", ",", ";", "|")
+# UTF-8, with or without a byte-order mark (which would otherwise stay in the first name).
+_ENCODING = "utf-8-sig"
 
 
 class _BadLine(ValueError):
@@ -49,13 +52,38 @@ def _split(line, sep):
 
 def _first_line_fields(path, sep):
     """Return the separator ("infer" resolved) and the stripped fields of the file's first line."""
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding=_ENCODING) as handle:
         first = handle.readline().rstrip("\r\n")
     if not first.strip():
         raise ValueError(f"{path}: the file is empty.")
     if sep == "infer":
         sep = _detect_separator(first)
-    return sep, [field.strip() for field in _split(first, sep)]
+    return sep, [_unquote(field) for field in _split(first, sep)]
+
+
+def _unquote(field):
+    """Strip blanks and one pair of surrounding double quotes (CSV quoting)."""
+    field = field.strip()
+    if len(field) >= 2 and field[0] == field[-1] == '"':
+        field = field[1:-1].strip()
+    return field
+
+
+def _decoding_errors(function):
+    """Name the file when it is not UTF-8 text (the codec's message names none)."""
+
+    @functools.wraps(function)
+    def read(path, *args, **kwargs):
+        try:
+            return function(path, *args, **kwargs)
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"{os.fspath(path)}: not UTF-8 text (byte {error.object[error.start]:#04x} at "
+                f"offset {error.start}). Re-save the file as UTF-8, e.g. with "
+                "`iconv -f latin1 -t utf-8`."
+            ) from None
+
+    return read
 
 
 def _is_number(text):
@@ -66,6 +94,7 @@ def _is_number(text):
     return True
 
 
+@_decoding_errors
 def read_ratings(
     path, *, sep="infer", columns=(0, 1, 2), timestamp=None, header="infer", skip_bad_lines=False
 ):
@@ -165,6 +194,8 @@ def _read_parquet(path, columns, timestamp):
 
 
 _ID_HEADERS = {
+    "uid",
+    "iid",
     "user",
     "item",
     "users",
@@ -181,6 +212,7 @@ _ID_HEADERS = {
 }
 
 
+@_decoding_errors
 def read_pairs(path, *, sep="infer", columns=(0, 1), header="infer"):
     """Read (user, item) pairs to score, e.g. for ``fastmf predict``.
 
@@ -203,8 +235,10 @@ def read_pairs(path, *, sep="infer", columns=(0, 1), header="infer"):
     path = os.fspath(path)
     sep, names = _first_line_fields(path, sep)
     if header == "infer":
-        header = any(isinstance(c, str) for c in columns) or bool(
-            {name.lower() for name in names} & _ID_HEADERS
+        header = (
+            any(isinstance(c, str) for c in columns)
+            or bool({name.lower() for name in names} & _ID_HEADERS)
+            or _names_over_integers(path, sep, names, columns)
         )
     positions = []
     for column in columns:
@@ -214,10 +248,45 @@ def read_pairs(path, *, sep="infer", columns=(0, 1), header="infer"):
             positions.append(names.index(column))
         else:
             positions.append(int(column))
+    skip = 1 if header else 0
     try:
-        return tuple(_read_ids(path, sep, position, 1 if header else 0) for position in positions)
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+        return tuple(_read_ids(path, sep, position, skip) for position in positions)
+    except ValueError:
+        _locate_bad_pair(path, sep, positions, skip)
+        raise
+
+
+def _names_over_integers(path, sep, names, columns):
+    """Whether the first line looks like names over integer ids (e.g. "uid,iid" then "1,2")."""
+    positions = [c for c in columns if isinstance(c, int)]
+    with open(path, encoding=_ENCODING) as handle:
+        handle.readline()
+        second = handle.readline().rstrip("\r\n")
+    fields = [_unquote(field) for field in _split(second, sep)]
+    if not second.strip() or any(p >= len(fields) or p >= len(names) for p in positions):
+        return False
+
+    def integer(text):
+        return text.lstrip("-").isdigit()
+
+    return all(integer(fields[p]) and not integer(names[p]) for p in positions)
+
+
+def _locate_bad_pair(path, sep, positions, skip):
+    """Raise a ValueError naming the first line whose id fields are missing or empty."""
+    with open(path, encoding=_ENCODING) as handle:
+        for number, line in enumerate(handle, start=1):
+            if number <= skip or not line.strip():
+                continue
+            parts = _split(line.rstrip("\r\n"), sep)
+            if max(positions) >= len(parts):
+                raise ValueError(
+                    f"{path}, line {number}: expected at least {max(positions) + 1} fields, "
+                    f"found {len(parts)}: {line.rstrip()!r}"
+                )
+            if any(not _unquote(parts[p]) for p in positions):
+                raise ValueError(f"{path}, line {number}: an id is empty: {line.rstrip()!r}")
+    raise ValueError(f"{path}: could not read the id columns {positions}.")
 
 
 def _loadtxt(path, sep, column, skip, dtype):
@@ -232,7 +301,7 @@ def _loadtxt(path, sep, column, skip, dtype):
         dtype=dtype,
         comments=None,
         ndmin=1,
-        encoding="utf-8",
+        encoding=_ENCODING,
     )
 
 
@@ -240,7 +309,11 @@ def _read_ids(path, sep, column, skip):
     try:
         return _loadtxt(path, sep, column, skip, np.int64)
     except ValueError:
-        return np.char.strip(_loadtxt(path, sep, column, skip, str))
+        texts = _loadtxt(path, sep, column, skip, str)
+    ids = _ids_array([_unquote(text) for text in texts.tolist()])
+    if ids.dtype.kind == "U" and (ids == "").any():
+        raise ValueError("empty id")  # located line by line
+    return ids
 
 
 def _read_fast(path, sep, positions, skip):
@@ -258,7 +331,7 @@ def _read_fast(path, sep, positions, skip):
 def _read_slow(path, sep, positions, skip, skip_bad_lines):
     """Parse line by line (only after the fast path failed): find or skip bad lines."""
     rows, skipped = [], 0
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding=_ENCODING) as handle:
         for number, line in enumerate(handle, start=1):
             if number <= skip or not line.strip():
                 continue
@@ -283,14 +356,17 @@ def _parse_line(line, sep, positions):
         raise _BadLine(
             f"expected at least {max(positions) + 1} fields, found {len(parts)}: {line!r}"
         )
-    value_text = parts[positions[2]].strip()
+    value_text = _unquote(parts[positions[2]])
+    for name, position in (("user", positions[0]), ("item", positions[1])):
+        if not _unquote(parts[position]):
+            raise _BadLine(f"the {name} id is empty: {line!r}")
     try:
         value = float(value_text)
     except ValueError:
         raise _BadLine(f"the value {value_text!r} is not a number") from None
     if not np.isfinite(value):
         raise _BadLine(f"the value is {value_text} (NaN and infinity are not ratings)")
-    out = [parts[positions[0]].strip(), parts[positions[1]].strip(), value]
+    out = [_unquote(parts[positions[0]]), _unquote(parts[positions[1]]), value]
     if len(positions) > 3:
         stamp = parts[positions[3]].strip()
         if not stamp.lstrip("-").isdigit():
@@ -300,10 +376,19 @@ def _parse_line(line, sep, positions):
 
 
 def _ids_array(ids):
+    """Integer ids when every id is an integer, also when written as "196.0"; else strings."""
     try:
         return np.array([int(x) for x in ids], dtype=np.int64)
     except ValueError:
+        pass
+    try:
+        numbers = np.array([float(x) for x in ids])
+    except ValueError:
         return np.array(ids, dtype=str)
+    if np.isfinite(numbers).all() and (numbers == np.round(numbers)).all():
+        if np.abs(numbers).max(initial=0) < 2.0**53:  # exactly representable
+            return numbers.astype(np.int64)
+    return np.array(ids, dtype=str)
 
 
 def write_ratings(path, users, items, values, *, sep=",", header=("user", "item", "rating")):

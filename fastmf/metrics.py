@@ -100,13 +100,15 @@ def _ranking_hits(model, X_test, k, exclude_seen, threshold):
 
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}.")
-    coo = check_coo(X_test, (model.n_users_, model.n_items_), duplicates="last")
+    coo = check_coo(_as_indices(model, X_test), (model.n_users_, model.n_items_), duplicates="last")
     relevant = coo.values >= threshold if threshold is not None else np.ones(coo.nnz, bool)
     rows, cols = coo.rows[relevant], coo.cols[relevant]
     if rows.size == 0:
         raise ValueError("X_test has no relevant interactions to rank.")
     users, n_relevant = np.unique(rows, return_counts=True)
-    ids, _ = model.recommend(users, n=k, exclude_seen=exclude_seen)
+    # Indices in and out, also for a model fitted on a Dataset (mapped above).
+    by_index = {"by_index": True} if getattr(model, "user_map_", None) is not None else {}
+    ids, _ = model.recommend(users, n=k, exclude_seen=exclude_seen, **by_index)
     order = np.argsort(rows, kind="stable")
     starts = np.searchsorted(rows[order], users)
     hits = np.zeros(ids.shape, dtype=bool)
@@ -115,15 +117,38 @@ def _ranking_hits(model, X_test, k, exclude_seen, threshold):
     return hits, n_relevant
 
 
+def _as_indices(model, X_test):
+    """Return ``X_test`` as index triplets; a model fitted on a Dataset takes raw ids."""
+    from .ids import Dataset
+
+    user_map = getattr(model, "user_map_", None)
+    if isinstance(X_test, Dataset):
+        if user_map is None:
+            raise TypeError("This model was fitted on indices: pass X_test as index triplets.")
+        users, items = X_test.user_map.ids_[X_test.rows], X_test.item_map.ids_[X_test.cols]
+        values = X_test.values
+    elif user_map is not None:
+        if not (isinstance(X_test, tuple) and len(X_test) == 3):
+            raise TypeError(
+                "This model was fitted on a Dataset: pass X_test as a Dataset or as "
+                "(raw user ids, raw item ids, values)."
+            )
+        users, items, values = X_test
+    else:
+        return X_test
+    return model.user_map_.to_index(users), model.item_map_.to_index(items), values
+
+
 def precision_at_k(model, X_test, k=10, exclude_seen=True, threshold=None):
     """Mean over test users of (relevant items among the top ``k``) / ``k``.
 
     Parameters
     ----------
     model : fitted MatrixFactorization
-    X_test : (rows, cols, values) tuple or sparse matrix
+    X_test : (rows, cols, values) tuple, sparse matrix, or Dataset
         Held-out interactions; each user's relevant items are its entries
-        (with ``values >= threshold`` when a threshold is given).
+        (with ``values >= threshold`` when a threshold is given). Raw ids (a
+        Dataset or raw-id triplets) for a model fitted on a Dataset.
     k : int, default=10
     exclude_seen : bool, default=True
         Rank only items the user did not rate in training.

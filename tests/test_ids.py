@@ -91,3 +91,77 @@ def test_index_models_apply_the_policy_to_unseen_indices():
         binary.predict(users[:2], items[:2], unknown="nan")
     proba = binary.predict_proba(["nobody"], [items[0]], unknown="mean")
     assert 0 < proba[0] < 1
+
+
+def _raw_model():
+    rng = np.random.default_rng(4)
+    users = np.array([f"u{i}" for i in rng.integers(0, 25, 400)])
+    items = np.array([f"i{j}" for j in rng.integers(0, 18, 400)])
+    data = Dataset(users, items, rng.integers(1, 6, 400).astype(float))
+    model = RealValueMF(k=3, n_epochs=3, tol=None, random_state=0)
+    return model.fit(data, duplicates="last"), data
+
+
+def test_a_dataset_model_takes_and_returns_raw_ids_everywhere():
+    model, data = _raw_model()
+    user_ids, item_ids = data.user_map.ids_, data.item_map.ids_
+    # recommend: raw in, raw out; the index form is the same ranking.
+    ids, scores = model.recommend(["u3", "u7"], n=4)
+    index_ids, index_scores = model.recommend(
+        data.user_map.to_index(["u3", "u7"]), n=4, by_index=True
+    )
+    assert ids.dtype.kind == "U"
+    np.testing.assert_array_equal(ids, item_ids[index_ids])
+    np.testing.assert_array_equal(scores, index_scores)
+    candidates = ["i1", "i2", "i5", "i9"]
+    one, one_scores = model.recommend("u3", n=4, items=candidates)
+    seen = set(item_ids[data.cols[data.user_map.ids_[data.rows] == "u3"]].tolist())
+    unseen = [c for c in candidates if c not in seen]
+    assert 0 < len(unseen) < 4  # some candidates were rated: padding follows
+    assert sorted(one[: len(unseen)].tolist()) == sorted(unseen)
+    assert one[len(unseen) :].tolist() == [""] * (4 - len(unseen))
+    assert np.isneginf(one_scores[len(unseen) :]).all()
+    # similar_*: raw in, raw out.
+    for method, raw, id_map in (
+        (model.similar_users, "u2", data.user_map),
+        (model.similar_items, "i4", data.item_map),
+    ):
+        similar, sim_scores = method(raw, n=3)
+        by_index, index_scores = method(id_map.to_index([raw])[0], n=3, by_index=True)
+        np.testing.assert_array_equal(similar, id_map.ids_[by_index])
+        np.testing.assert_array_equal(sim_scores, index_scores)
+        assert raw not in similar.tolist()
+    # predict by index equals predict by raw id.
+    np.testing.assert_array_equal(
+        model.predict(["u3", "u4"], ["i1", "i2"]),
+        model.predict(data.user_map.to_index(["u3", "u4"]), data.item_map.to_index(["i1", "i2"]),
+                      by_index=True),
+    )  # fmt: skip
+    # fold_in with raw item ids equals the index form.
+    new = (np.array([0, 0, 1]), np.array(["i1", "i5", "i2"]), np.array([4.0, 2.0, 5.0]))
+    mapped = (new[0], data.item_map.to_index(new[1]), new[2])
+    for a, b in zip(model.fold_in(new), model.fold_in(mapped, by_index=True)):
+        np.testing.assert_array_equal(a, b)
+    del user_ids
+
+
+def test_unknown_raw_ids_are_named_and_point_to_by_index():
+    model, _ = _raw_model()
+    with pytest.raises(ValueError, match=r"nobody.*by_index=True"):
+        model.recommend("nobody")
+    with pytest.raises(TypeError, match="by_index=True"):
+        model.similar_items(3)
+    with pytest.raises(TypeError, match="raw item ids"):
+        model.fold_in(np.ones((2, 18)))
+
+
+def test_ranking_metrics_take_a_dataset_for_a_dataset_model():
+    model, data = _raw_model()
+    users = data.user_map.ids_[data.rows[:50]]
+    items = data.item_map.ids_[data.cols[:50]]
+    held_out = Dataset(users, items, np.ones(50), user_map=data.user_map, item_map=data.item_map)
+    by_dataset = fastmf.metrics.precision_at_k(model, held_out, k=5, exclude_seen=False)
+    by_raw = fastmf.metrics.precision_at_k(model, (users, items, np.ones(50)), k=5,
+                                           exclude_seen=False)  # fmt: skip
+    assert by_dataset == by_raw
+    assert 0 < by_dataset <= 1
