@@ -106,7 +106,10 @@ def test_errors_exit_codes_and_help(workdir):
     folder, _ = workdir
     unknown = fastmf("recommend", "model.npz", "--users", "nobody", cwd=folder)
     assert unknown.returncode == 1
-    assert unknown.stderr.strip().count("\n") == 0 and "not seen in training" in unknown.stderr
+    assert (
+        unknown.stderr.strip().count("\n") == 0
+        and "no user nobody in the training data" in unknown.stderr
+    )
     debug = fastmf("--debug", "recommend", "model.npz", "--users", "nobody", cwd=folder)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
     (folder / "bad.csv").write_text("u1,1001,5\nu2,1002,oops\n")
