@@ -17,7 +17,7 @@ from ._state import TrainingState, normal_factors
 from ._stopping import StoppingRules
 from ._validation import check_coo, check_factor_memory, check_pairs, check_random_state
 from .exceptions import ConvergenceWarning, NotFittedError
-from .ids import Dataset
+from .ids import Dataset, IdMap, _as_id_array
 
 LEARNING_RATES = ("constant", "adagrad")
 
@@ -499,7 +499,9 @@ class MatrixFactorization(RecommenderMixin):
         Parameters
         ----------
         X, shape, duplicates
-            As in :meth:`fit` (indices only; not a Dataset).
+            As in :meth:`fit`. For a model fitted on a :class:`fastmf.Dataset`,
+            ``X`` is a Dataset or ``(raw user ids, raw item ids, values)``
+            (no ``shape``): new raw ids join the model's maps.
 
         Returns
         -------
@@ -508,7 +510,7 @@ class MatrixFactorization(RecommenderMixin):
         if not hasattr(self, "user_factors_"):
             return self.fit(X, shape=shape, duplicates=duplicates)
         if getattr(self, "user_map_", None) is not None:
-            raise TypeError("partial_fit takes indices; this model was fitted on raw ids.")
+            return self._partial_fit_raw(X, shape, duplicates)
         params = self._validated_params()
         if params["k"] != self.user_factors_.shape[1]:
             raise ValueError(
@@ -547,6 +549,70 @@ class MatrixFactorization(RecommenderMixin):
             LocalBackend(params["n_threads"]),
             warm=warm,
         )
+        return self
+
+    def _partial_fit_raw(self, X, shape, duplicates):
+        """:meth:`partial_fit` of a model fitted on raw ids: the maps grow, rows move."""
+        if shape is not None:
+            raise TypeError("This model was fitted on a Dataset: its shape follows its ids.")
+        if isinstance(X, Dataset):
+            users, items = X.user_map.ids_[X.rows], X.item_map.ids_[X.cols]
+            values = X.values
+        elif isinstance(X, tuple) and len(X) == 3:
+            users, items, values = X
+        else:
+            raise TypeError(
+                "This model was fitted on a Dataset: pass partial_fit a Dataset or "
+                "(raw user ids, raw item ids, values)."
+            )
+        params = self._validated_params()
+        k = self.user_factors_.shape[1]
+        if params["k"] != k:
+            raise ValueError(f"k changed since fit ({k} -> {params['k']}).")
+        maps, rows, positions = [], [], []
+        for old, raw in ((self.user_map_, users), (self.item_map_, items)):
+            old.to_index(raw, unknown="missing")  # a TypeError if the kind of id differs
+            grown = IdMap(np.concatenate([old.ids_, _as_id_array(raw, "ids")]))
+            maps.append(grown)
+            rows.append(grown.to_index(raw))
+            # Both maps are sorted, so old rows keep their order: a monotonic move.
+            positions.append(grown.to_index(old.ids_))
+        shape = (len(maps[0]), len(maps[1]))
+        coo = self._check_input((rows[0], rows[1], values), shape, duplicates)
+        check_factor_memory(shape, k)
+        rng = check_random_state(params["random_state"])
+        factors, biases = [], []
+        for old_factors, old_bias, where, size in (
+            (self.user_factors_, self.user_bias_, positions[0], shape[0]),
+            (self.item_factors_, self.item_bias_, positions[1], shape[1]),
+        ):
+            placed = normal_factors(rng, size, k, params["init_scale"])
+            placed[where] = old_factors
+            bias = np.zeros(size, dtype=np.float32)
+            bias[where] = old_bias
+            factors.append(placed)
+            biases.append(bias)
+        counts = np.zeros(shape[0], dtype=np.int64)
+        counts[positions[0]] = np.diff(self.seen_indptr_)
+        indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        seen = positions[1][self.seen_items_].astype(np.int32)
+        warm = {
+            "global_mean": self.global_mean_,
+            "user_bias": biases[0],
+            "item_bias": biases[1],
+            "seen": (indptr, seen),
+        }
+        self._train(
+            coo,
+            duplicates,
+            tuple(factors),
+            rng,
+            params,
+            LocalBackend(params["n_threads"]),
+            warm=warm,
+        )
+        self.user_map_, self.item_map_ = maps
         return self
 
     # ------------------------------------------------------------ persistence

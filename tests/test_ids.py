@@ -165,3 +165,44 @@ def test_ranking_metrics_take_a_dataset_for_a_dataset_model():
                                            exclude_seen=False)  # fmt: skip
     assert by_dataset == by_raw
     assert 0 < by_dataset <= 1
+
+
+def test_partial_fit_of_a_dataset_model_grows_its_maps_and_keeps_old_rows():
+    model, data = _raw_model()
+    before = {
+        raw: (model.user_factors_[i].copy(), model.user_bias_[i])
+        for i, raw in enumerate(data.user_map.ids_.tolist())
+    }
+    seen_before = {
+        raw: set(data.item_map.ids_[model.seen_items_[model.seen_indptr_[i] : model.seen_indptr_[i + 1]]].tolist())
+        for i, raw in enumerate(data.user_map.ids_.tolist())
+    }  # fmt: skip
+    # New ids sort between old ones ("u10a" after "u10"): old rows must move, not be overwritten.
+    new_users = np.array(["u10a", "u3", "a0", "u10a"])
+    new_items = np.array(["i1", "i0b", "i4", "zz"])
+    zero_epochs = model.get_params()["n_epochs"]
+    model.set_params(n_epochs=1, lr=1e-12)  # nearly no change: old rows must stay at their ids
+    model.partial_fit((new_users, new_items, np.array([5.0, 1.0, 2.0, 3.0])))
+    model.set_params(n_epochs=zero_epochs)
+    assert {"u10a", "a0"} <= set(model.user_map_.ids_.tolist())
+    assert {"i0b", "zz"} <= set(model.item_map_.ids_.tolist())
+    assert model.n_users_ == len(model.user_map_) == len(data.user_map) + 2
+    for raw, (factors, _) in before.items():
+        index = model.user_map_.to_index([raw])[0]
+        np.testing.assert_allclose(model.user_factors_[index], factors, atol=1e-6)
+
+    # Seen items follow their ids: an old user's are the old ones plus the new.
+    def seen(raw):
+        i = model.user_map_.to_index([raw])[0]
+        span = model.seen_items_[model.seen_indptr_[i] : model.seen_indptr_[i + 1]]
+        return set(model.item_map_.ids_[span].tolist())
+
+    assert seen("u3") == seen_before["u3"] | {"i0b"}
+    assert seen("u10a") == {"i1", "zz"} and seen("a0") == {"i4"}
+    assert seen("u7") == seen_before["u7"]
+    ids, _ = model.recommend("u10a", n=5)
+    assert not {"i1", "zz"} & set(ids.tolist())
+    with pytest.raises(TypeError, match="Dataset or"):
+        model.partial_fit(np.ones((3, 3)))
+    with pytest.raises(TypeError):
+        model.partial_fit((np.array([1, 2]), np.array(["i1", "i2"]), np.ones(2)))
