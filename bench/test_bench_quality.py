@@ -1,4 +1,4 @@
-"""Quality with default hyperparameters on MovieLens 100K, and time to LIBMF's quality.
+"""Quality with default hyperparameters on MovieLens 100K (versus LIBMF: test_bench_libmf.py).
 
 Run: ``pytest bench/test_bench_quality.py --benchmark-only -s``. MovieLens 100K
 is read from ``../shared/data/ml-100k/u.data`` (skipped when absent).
@@ -15,7 +15,6 @@ mask, ``default_rng(0).random(n) < 0.1``).
 """
 
 import os
-import time
 import warnings
 
 import numpy as np
@@ -266,76 +265,6 @@ def test_biases_on_and_off(benchmark, movielens):
     # The default rests on these: on MovieLens, biases lower the RMSE and raise the AUC.
     assert scores[("MovieLens 100K", True)][0] < scores[("MovieLens 100K", False)][0]
     assert scores[("MovieLens 100K", True)][1] > scores[("MovieLens 100K", False)][1]
-
-
-@pytest.mark.parametrize("threads", [1, 2])
-def test_time_to_libmf_quality(benchmark, split, threads):
-    """Wall time for fastmf to reach the held-out RMSE LIBMF reaches in 20 iterations."""
-    libmf = pytest.importorskip("libmf.mf", reason="needs the 'bench' extra (libmf)")
-    train, test, shape = split
-    data = np.ascontiguousarray(np.column_stack(train), dtype=np.float32)
-    reference = libmf.MF(
-        fun=0,
-        k=32,
-        nr_threads=threads,
-        nr_iters=20,
-        lambda_p1=0.0,
-        lambda_q1=0.0,
-        lambda_p2=0.05,
-        lambda_q2=0.05,
-        eta=0.1,
-        quiet=True,
-    )
-    start = time.perf_counter()
-    reference.fit(data)
-    libmf_seconds = time.perf_counter() - start
-    pairs = np.asfortranarray(np.column_stack([test[0], test[1]]), dtype=np.float32)
-    target = rmse(test[2], reference.predict(pairs))
-
-    reached = {}
-
-    def stop_at_target(info):
-        if info["val_loss"] <= target:
-            reached["epoch"] = info["epoch"]
-            return False
-        return True
-
-    model = fastmf.RealValueMF(
-        k=32,
-        biases=True,
-        learning_rate="adagrad",
-        lr=0.1,
-        l2=0.05,
-        n_epochs=100,
-        tol=None,
-        patience=100,
-        n_threads=threads,
-        random_state=0,
-    )
-    benchmark.group = "time to LIBMF quality"
-    benchmark.pedantic(
-        model.fit,
-        args=(train,),
-        kwargs={"shape": shape, "X_val": test, "callback": stop_at_target},
-        rounds=1,
-        iterations=1,
-    )
-    seconds = benchmark.stats.stats.median
-    ratio = seconds / libmf_seconds
-    benchmark.extra_info.update(
-        target_rmse=target,
-        libmf_seconds=libmf_seconds,
-        fastmf_seconds=seconds,
-        ratio=ratio,
-        epochs=reached.get("epoch"),
-    )
-    print(
-        f"\nthreads={threads}: LIBMF 20 iterations {libmf_seconds:.2f} s -> RMSE {target:.4f}; "
-        f"fastmf reached it after {reached.get('epoch')} epochs in {seconds:.2f} s "
-        f"({ratio:.2f}x LIBMF's time)"
-    )
-    assert "epoch" in reached, f"fastmf did not reach RMSE {target:.4f} in 100 epochs"
-    assert ratio <= 0.7
 
 
 def test_default_epoch_cap(benchmark, movielens):

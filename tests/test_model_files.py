@@ -125,57 +125,59 @@ def test_parameters_that_cannot_predict_are_rejected(tmp_path, name, scale):
     _load_fails(_write(tmp_path / "nan.npz", contents), "not finite")
 
 
-def test_a_header_declaring_a_huge_array_allocates_nothing(tmp_path):
-    path = tmp_path / "huge.npz"
-    contents = _contents()
-    with zipfile.ZipFile(path, "w") as archive:
+def _archive(path, contents, hostile, write_hostile, compression=zipfile.ZIP_STORED):
+    """Write ``contents`` as a model file, member ``hostile`` by ``write_hostile(archive, name)``."""
+    with zipfile.ZipFile(path, "w", compression=compression) as archive:
         for name, value in contents.items():
-            if name == "seen_items_":
-                header = {"descr": "<i4", "fortran_order": False, "shape": (2**40,)}
-                archive.writestr(name + ".npy", _npy_member(header, b"\0" * 64))
+            if name == hostile:
+                write_hostile(archive, name + ".npy")
             else:
                 buffer = io.BytesIO()
                 np.save(buffer, value)
                 archive.writestr(name + ".npy", buffer.getvalue())
-    assert path.stat().st_size < 10_000
+    return path
+
+
+def _load_fails_within(path, match, max_bytes=5_000_000, max_seconds=5):
+    """Like :func:`_load_fails`, checking the peak memory and time it took."""
     tracemalloc.start()
+    start = time.perf_counter()
     try:
-        _load_fails(path, "seen_items_ declares")
+        _load_fails(path, match)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert peak < 5_000_000
+    assert peak < max_bytes
+    assert time.perf_counter() - start < max_seconds
+
+
+def test_a_header_declaring_a_huge_array_allocates_nothing(tmp_path):
+    def huge(archive, member):
+        header = {"descr": "<i4", "fortran_order": False, "shape": (2**40,)}
+        archive.writestr(member, _npy_member(header, b"\0" * 64))
+
+    path = _archive(tmp_path / "huge.npz", _contents(), "seen_items_", huge)
+    assert path.stat().st_size < 10_000
+    _load_fails_within(path, "seen_items_ declares")
 
 
 def test_a_member_that_inflates_enormously_is_not_inflated(tmp_path):
     # 2**20 users x k=32: a 128 MiB factor matrix of zeros, deflated to ~130 KB.
-    path = tmp_path / "bomb.npz"
-    contents = _contents()
     m, k = 2**20, 32
+    contents = _contents()
     contents["n_users_"] = np.array(m)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, value in contents.items():
-            if name == "user_factors_":
-                header = {"descr": "<f4", "fortran_order": False, "shape": (m, k)}
-                with archive.open(name + ".npy", "w", force_zip64=True) as member:
-                    member.write(_npy_member(header))
-                    chunk = b"\0" * (1 << 20)
-                    for _ in range(m * k * 4 // len(chunk)):
-                        member.write(chunk)
-            else:
-                buffer = io.BytesIO()
-                np.save(buffer, value)
-                archive.writestr(name + ".npy", buffer.getvalue())
+
+    def bomb(archive, member_name):
+        header = {"descr": "<f4", "fortran_order": False, "shape": (m, k)}
+        with archive.open(member_name, "w", force_zip64=True) as member:
+            member.write(_npy_member(header))
+            chunk = b"\0" * (1 << 20)
+            for _ in range(m * k * 4 // len(chunk)):
+                member.write(chunk)
+
+    path = _archive(tmp_path / "bomb.npz", contents, "user_factors_", bomb, zipfile.ZIP_DEFLATED)
     assert path.stat().st_size < 2_000_000
-    tracemalloc.start()
-    start = time.perf_counter()
-    try:
-        _load_fails(path, "user_factors_ would inflate")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 5_000_000
-    assert time.perf_counter() - start < 5
+    _load_fails_within(path, "user_factors_ would inflate")
 
 
 def test_object_arrays_are_never_unpickled(tmp_path):
