@@ -509,13 +509,13 @@ class MatrixFactorization(RecommenderMixin):
         """
         if not hasattr(self, "user_factors_"):
             return self.fit(X, shape=shape, duplicates=duplicates)
-        if getattr(self, "user_map_", None) is not None:
-            return self._partial_fit_raw(X, shape, duplicates)
         params = self._validated_params()
         if params["k"] != self.user_factors_.shape[1]:
             raise ValueError(
                 f"k changed since fit ({self.user_factors_.shape[1]} -> {params['k']})."
             )
+        if getattr(self, "user_map_", None) is not None:
+            return self._partial_fit_raw(X, shape, duplicates, params)
         if shape is None:
             coo = self._check_input(X, None, duplicates)
             shape = (max(coo.shape[0], self.n_users_), max(coo.shape[1], self.n_items_))
@@ -534,24 +534,29 @@ class MatrixFactorization(RecommenderMixin):
         def grown_bias(old, size):
             return np.concatenate([old, np.zeros(size - old.size, dtype=np.float32)])
 
-        warm = {
-            "global_mean": self.global_mean_,
-            "user_bias": grown_bias(self.user_bias_, m),
-            "item_bias": grown_bias(self.item_bias_, n),
-            "seen": (self.seen_indptr_, self.seen_items_),
-        }
-        self._train(
+        return self._train_warm(
             coo,
             duplicates,
             (grown(self.user_factors_, m), grown(self.item_factors_, n)),
+            (grown_bias(self.user_bias_, m), grown_bias(self.item_bias_, n)),
+            (self.seen_indptr_, self.seen_items_),
             rng,
             params,
-            LocalBackend(params["n_threads"]),
-            warm=warm,
         )
+
+    def _train_warm(self, coo, duplicates, factors, biases, seen, rng, params):
+        """Train on ``coo`` from the given state (original id order); the global mean is kept."""
+        warm = {
+            "global_mean": self.global_mean_,
+            "user_bias": biases[0],
+            "item_bias": biases[1],
+            "seen": seen,
+        }
+        backend = LocalBackend(params["n_threads"])
+        self._train(coo, duplicates, factors, rng, params, backend, warm=warm)
         return self
 
-    def _partial_fit_raw(self, X, shape, duplicates):
+    def _partial_fit_raw(self, X, shape, duplicates, params):
         """:meth:`partial_fit` of a model fitted on raw ids: the maps grow, rows move."""
         if shape is not None:
             raise TypeError("This model was fitted on a Dataset: its shape follows its ids.")
@@ -565,10 +570,7 @@ class MatrixFactorization(RecommenderMixin):
                 "This model was fitted on a Dataset: pass partial_fit a Dataset or "
                 "(raw user ids, raw item ids, values)."
             )
-        params = self._validated_params()
         k = self.user_factors_.shape[1]
-        if params["k"] != k:
-            raise ValueError(f"k changed since fit ({k} -> {params['k']}).")
         maps, rows, positions = [], [], []
         for old, raw in ((self.user_map_, users), (self.item_map_, items)):
             old.to_index(raw, unknown="missing")  # a TypeError if the kind of id differs
@@ -597,20 +599,8 @@ class MatrixFactorization(RecommenderMixin):
         indptr = np.zeros(shape[0] + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
         seen = positions[1][self.seen_items_].astype(np.int32)
-        warm = {
-            "global_mean": self.global_mean_,
-            "user_bias": biases[0],
-            "item_bias": biases[1],
-            "seen": (indptr, seen),
-        }
-        self._train(
-            coo,
-            duplicates,
-            tuple(factors),
-            rng,
-            params,
-            LocalBackend(params["n_threads"]),
-            warm=warm,
+        self._train_warm(
+            coo, duplicates, tuple(factors), tuple(biases), (indptr, seen), rng, params
         )
         self.user_map_, self.item_map_ = maps
         return self

@@ -13,6 +13,7 @@ import numpy as np
 from scipy.special import expit
 
 from . import BinaryMF, Dataset, RealValueMF, load
+from ._validation import repeated_pairs
 from .io import read_pairs, read_ratings
 from .metrics import log_loss, mae, ndcg_at_k, precision_at_k, recall_at_k, rmse, roc_auc
 from .model_selection import train_test_split
@@ -310,14 +311,11 @@ def run_fit(args, out):
 
 def _check_no_duplicates(args, raw, data):
     """Name a repeated (user, item) pair by its raw ids, and the option that resolves it."""
-    keys = data.rows.astype(np.int64) * max(data.shape[1], 1) + data.cols
-    order = np.argsort(keys, kind="stable")
-    repeated = np.flatnonzero(keys[order][1:] == keys[order][:-1])
-    if repeated.size:
-        first, second = order[repeated[0]], order[repeated[0] + 1]
+    count, first, second = repeated_pairs(data.rows, data.cols, data.shape[1])
+    if count:
         raise ValueError(
             f"{args.data}: user {raw.users[first]!s} rated item {raw.items[first]!s} more than "
-            f"once (rows {first + 1} and {second + 1} of the data; {repeated.size} repeated "
+            f"once (rows {first + 1} and {second + 1} of the data; {count} repeated "
             "pair(s) in all). Pass --duplicates sum or --duplicates last, or remove them."
         )
 

@@ -5,7 +5,7 @@ from numbers import Integral
 import numpy as np
 
 from ._ranking import recommend_block_size, top_n
-from ._validation import check_index, check_pairs
+from ._validation import check_index, check_pairs, repeated_pairs
 from .similarity import cosine_similarity, top_similar
 
 
@@ -280,12 +280,10 @@ def _check_n(n):
 
 def _check_no_duplicate_pairs(coo):
     """Raise ValueError naming a (user, item) pair given twice (fold_in solves per pair)."""
-    keys = coo.rows.astype(np.int64) * coo.shape[1] + coo.cols
-    ordered = np.sort(keys)
-    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
-    if repeated.size:
-        user, item = divmod(int(repeated[0]), coo.shape[1])
+    count, first, _ = repeated_pairs(coo.rows, coo.cols, coo.shape[1])
+    if count:
         raise ValueError(
-            f"The new users' data gives {repeated.size} (user, item) pair(s) more than once, "
-            f"e.g. ({user}, {item}). Keep one rating per pair (sum or take the last one)."
+            f"The new users' data gives {count} (user, item) pair(s) more than once, e.g. "
+            f"({coo.rows[first]}, {coo.cols[first]}). Keep one rating per pair (sum or take the "
+            "last one)."
         )

@@ -151,6 +151,21 @@ def check_coo(X, shape=None, *, duplicates="raise"):
     return Coo(rows, cols, np.ascontiguousarray(values, dtype=np.float32), shape)
 
 
+def repeated_pairs(rows, cols, n_cols):
+    """Find (row, col) pairs given more than once.
+
+    Returns ``(count, first, second)``: how many entries repeat an earlier
+    pair, and the positions (in input order) of the first repeated pair's two
+    entries (None, None when there are none).
+    """
+    keys = np.asarray(rows, dtype=np.int64) * max(int(n_cols), 1) + np.asarray(cols)
+    order = np.argsort(keys, kind="stable")
+    repeated = np.flatnonzero(keys[order][1:] == keys[order][:-1])
+    if repeated.size == 0:
+        return 0, None, None
+    return int(repeated.size), int(order[repeated[0]]), int(order[repeated[0] + 1])
+
+
 def check_duplicates_policy(duplicates):
     """Raise ValueError unless ``duplicates`` is one of :data:`DUPLICATE_POLICIES`."""
     if duplicates not in DUPLICATE_POLICIES:

@@ -310,7 +310,10 @@ def _read_ids(path, sep, column, skip):
         return _loadtxt(path, sep, column, skip, np.int64)
     except ValueError:
         texts = _loadtxt(path, sep, column, skip, str)
-    ids = _ids_array([_unquote(text) for text in texts.tolist()])
+    texts = np.char.strip(texts)
+    if texts.size and np.char.startswith(texts, '"').any():  # CSV quoting
+        texts = np.char.strip(np.char.strip(texts, '"'))
+    ids = _ids_array(texts)
     if ids.dtype.kind == "U" and (ids == "").any():
         raise ValueError("empty id")  # located line by line
     return ids
@@ -376,19 +379,23 @@ def _parse_line(line, sep, positions):
 
 
 def _ids_array(ids):
-    """Integer ids when every id is an integer, also when written as "196.0"; else strings."""
+    """Integer ids when every id is an integer, also when written as "196.0"; else strings.
+
+    ``ids``: stripped id texts (a sequence or a str array); parsed by numpy, not per id.
+    """
+    texts = np.asarray(ids, dtype=str)
     try:
-        return np.array([int(x) for x in ids], dtype=np.int64)
-    except ValueError:
+        return texts.astype(np.int64)
+    except (ValueError, OverflowError):
         pass
     try:
-        numbers = np.array([float(x) for x in ids])
+        numbers = texts.astype(np.float64)
     except ValueError:
-        return np.array(ids, dtype=str)
+        return texts
     if np.isfinite(numbers).all() and (numbers == np.round(numbers)).all():
         if np.abs(numbers).max(initial=0) < 2.0**53:  # exactly representable
             return numbers.astype(np.int64)
-    return np.array(ids, dtype=str)
+    return texts
 
 
 def write_ratings(path, users, items, values, *, sep=",", header=("user", "item", "rating")):
