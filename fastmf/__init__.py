@@ -8,6 +8,7 @@ prediction and similarity.
 from . import datasets, exceptions, ids, io, metrics, model_selection
 from ._base import MatrixFactorization
 from ._config import show_config, warmup
+from ._implicit import ImplicitMF
 from ._models import BinaryMF, RealValueMF, mf
 from ._persistence import load
 from ._version import __version__
@@ -27,6 +28,7 @@ __all__ = [
     "Dataset",
     "DivergenceError",
     "IdMap",
+    "ImplicitMF",
     "MatrixFactorization",
     "ModelFileError",
     "NotFittedError",

@@ -5,14 +5,18 @@ on. Its interface, which :class:`fastmf.dask.DaskBackend` implements too:
 
 - ``open(X, check, shape, duplicates)``: the checked input, with ``shape``
   and ``nnz`` (``check`` is the model's input check);
-- ``arrange(data, grid, rng, duplicates, ways)``: the block layout;
-- ``start(layout, loss, state)``: take the training state (and the data) to
-  where the epochs run;
-- ``epoch(schedule, lr, l2)``: one SGD epoch;
+- ``arrange(data, grid, rng, duplicates, ways, shuffle)``: the block layout;
+- ``start(layout, loss, state, sampling)``: take the training state (and the
+  data) to where the epochs run; ``sampling`` (a
+  :class:`~fastmf._losses.NegativeSampling`) for a sampled loss, else None;
+- ``epoch(schedule, lr, l2, number)``: SGD epoch ``number`` (1, 2, ...; it
+  picks a sampled loss's random streams);
 - ``objective()``: ``(block_loss, penalty, finite)``: each block's data loss
   (float64, block order), the weighted squared norms summed stripe by stripe
   (user factors, item factors, user biases, item biases) and whether the
-  state is finite; the driver adds them up in one fixed order;
+  state is finite; the driver adds them up in one fixed order. For a sampled
+  loss the block losses are those summed during the last epoch's pass (before
+  the first epoch: one pass that changes nothing);
 - ``pull()`` / ``push()``: copy the state into / from the driver's
   :class:`~fastmf._state.TrainingState` arrays (no-ops where they are the same);
 - ``n_threads``: the threads it may use in this process; the estimator lowers
@@ -24,7 +28,7 @@ Every backend gives the same bits for the same layout and schedule.
 import numpy as np
 
 from . import _kernels
-from ._blocks import arrange, stripe_bounds
+from ._blocks import arrange, epoch_streams, stripe_bounds
 
 
 class LocalBackend:
@@ -41,11 +45,13 @@ class LocalBackend:
         """Check the in-memory input ``X`` with the model's ``check``."""
         return check(X, shape, duplicates)
 
-    def arrange(self, data, grid, rng, duplicates, ways):
+    def arrange(self, data, grid, rng, duplicates, ways, shuffle=True):
         """Store the checked ratings in block order (see :func:`fastmf._blocks.arrange`)."""
-        return arrange(data, grid, rng, duplicates, parallel=self.n_threads > 1, ways=ways)
+        return arrange(
+            data, grid, rng, duplicates, parallel=self.n_threads > 1, ways=ways, shuffle=shuffle
+        )
 
-    def start(self, layout, loss, state):
+    def start(self, layout, loss, state, sampling=None):
         """Train ``state`` (updated in place) on ``layout`` with ``loss``."""
         self.layout, self.state = layout, state
         self.kernels = loss.kernels_for(layout.nnz)
@@ -55,19 +61,49 @@ class LocalBackend:
         self._block_loss = np.zeros(layout.grid**2, dtype=np.float64)
         self._user_bounds = stripe_bounds(state.user_factors.shape[0], layout.grid)
         self._item_bounds = stripe_bounds(state.item_factors.shape[0], layout.grid)
+        self.sampling = sampling if loss.sampled else None
+        if self.sampling is not None:
+            self._sampled_epoch = (
+                _kernels.sampled_epoch_parallel if parallel else _kernels.sampled_epoch_serial
+            )
+            self._item_bounds_array = np.asarray(self._item_bounds, dtype=np.int64)
+            self._passed = False  # no pass has summed the block losses yet
 
     def _data(self):
         layout = self.layout
         return layout.rows, layout.cols, layout.values, layout.block_offsets
 
-    def epoch(self, schedule, lr, l2):
-        """Run one SGD epoch of ``schedule``."""
+    def epoch(self, schedule, lr, l2, number):
+        """Run SGD epoch ``number`` of ``schedule``."""
+        if self.sampling is not None:
+            self._sampled_pass(schedule, lr, l2, number, update=True)
+            return
         self._sgd_epoch(self.kernels, *self._data(), schedule, *self.state.arrays(), lr, l2)
+
+    def _sampled_pass(self, schedule, lr, l2, number, update):
+        self._sampled_epoch(
+            self.kernels,
+            *self._data(),
+            schedule,
+            self._item_bounds_array,
+            epoch_streams(self.layout.seeds, number),
+            *self.state.arrays(),
+            lr,
+            l2,
+            *self.sampling.arguments(),
+            update,
+            self._block_loss,
+        )
+        self._passed = True
 
     def objective(self):
         """Return ``(block_loss, penalty, finite)``; see the module docstring."""
         state, layout = self.state, self.layout
-        self._objective(self.kernels, *self._data(), *state.arrays()[:4], self._block_loss)
+        if self.sampling is None:
+            self._objective(self.kernels, *self._data(), *state.arrays()[:4], self._block_loss)
+        elif not self._passed:
+            every_block = np.arange(layout.grid**2, dtype=np.int64).reshape(layout.grid, -1)
+            self._sampled_pass(every_block, np.float32(0), np.float32(0), 0, update=False)
         penalty = 0.0
         # Stripe by stripe, in the order a cluster's stripes are added up.
         for factors, counts, bounds in (

@@ -298,6 +298,10 @@ class MatrixFactorization(RecommenderMixin):
         """Turn checked input values into the loss's values (unchanged by default)."""
         return values
 
+    def _sampling(self, params):
+        """Return how a sampled loss draws negatives (a ``NegativeSampling``); None here."""
+        return None
+
     def _check_loss(self):
         if self._loss is None:
             raise TypeError(
@@ -323,7 +327,7 @@ class MatrixFactorization(RecommenderMixin):
         wanted = params["n_threads"] if data.nnz >= _losses.SMALL_FIT_RATINGS else 1
         with numba_threads(wanted) as threads:
             backend.n_threads = threads  # fewer where more would be unsafe (fastmf._jit)
-            layout = backend.arrange(data, grid, rng, duplicates, loss.interleave)
+            layout = backend.arrange(data, grid, rng, duplicates, loss.interleave, loss.shuffle)
             value_scale = _value_scale(data)
             del data  # the layout is the copy of the ratings kept while training
             global_mean = 0.0
@@ -346,16 +350,22 @@ class MatrixFactorization(RecommenderMixin):
                 warm_biases=None if warm is None else (warm["user_bias"], warm["item_bias"]),
             )
             validation = None
-            if val is not None:  # in internal ids, on the centred scale
+            if val is not None and loss.sampled:
+                validation = _ranking_validation(val, layout)
+            elif val is not None:  # in internal ids, on the centred scale
                 validation = _driver.Validation(
                     inverse_permutation(layout.user_perm)[val.rows],
                     inverse_permutation(layout.item_perm)[val.cols],
                     val.values - np.float32(global_mean),
                     loss,
                 )
-            backend.start(layout, loss, state)
+            backend.start(layout, loss, state, self._sampling(params))
             stopping = StoppingRules(
-                params["tol"], params["n_iter_no_change"], params["patience"], val is not None
+                params["tol"],
+                params["n_iter_no_change"],
+                params["patience"],
+                val is not None,
+                maximize=validation is not None and validation.greater_is_better,
             )
             _driver.train(
                 type(self).__name__,
@@ -627,6 +637,39 @@ def _value_scale(data):
     if not isinstance(values, np.ndarray) or values.size == 0:
         return None
     return max(float(values.max()), -float(values.min()))
+
+
+# Validation of a sampled loss ranks the items of at most this many held-out
+# users (a fixed sample), so that it costs a small fraction of an epoch.
+VALIDATION_USERS = 2000
+
+
+def _ranking_validation(val, layout):
+    """Held-out interactions ``val`` as a :class:`fastmf._driver.RankingValidation`.
+
+    Internal ids; the users are a sample of at most ``VALIDATION_USERS``,
+    drawn from the layout's own seeds so that the fit's random stream is
+    the same with or without validation.
+    """
+    rows = inverse_permutation(layout.user_perm)[val.rows]
+    cols = inverse_permutation(layout.item_perm)[val.cols]
+    users = np.unique(rows)
+    if users.size > VALIDATION_USERS:
+        sample_rng = np.random.default_rng(int(layout.seeds[0]))
+        users = np.sort(sample_rng.choice(users, VALIDATION_USERS, replace=False))
+    keep = np.isin(rows, users)
+    rows, cols = rows[keep], cols[keep]
+    order = np.lexsort((cols, rows))
+    truth_items = cols[order].astype(np.int64)
+    truth_indptr = np.append(np.searchsorted(rows[order], users), truth_items.size)
+    m = layout.user_perm.shape[0]
+    seen_order = np.argsort(layout.rows, kind="stable")
+    seen_items = layout.cols[seen_order].astype(np.int64)
+    seen_indptr = np.zeros(m + 1, dtype=np.int64)
+    np.cumsum(np.bincount(layout.rows, minlength=m), out=seen_indptr[1:])
+    return _driver.RankingValidation(
+        users.astype(np.int64), truth_indptr, truth_items, seen_indptr, seen_items
+    )
 
 
 def _unpack_dataset(X, X_val, shape):

@@ -66,6 +66,8 @@ class BlockLayout:
         Internal id -> original id (``user_perm[u_internal] = u_original``).
     user_counts, item_counts : ndarray of float64
         Ratings per internal user / item.
+    seeds : ndarray of int64, shape (grid * grid,)
+        Each block's seed (its shuffle; the sampled losses' negatives).
     """
 
     rows: np.ndarray
@@ -77,6 +79,7 @@ class BlockLayout:
     item_perm: np.ndarray
     user_counts: np.ndarray
     item_counts: np.ndarray
+    seeds: np.ndarray
 
     @property
     def nnz(self):
@@ -153,7 +156,7 @@ def index_dtype(shape):
     return np.int32 if max(shape) <= np.iinfo(np.int32).max else np.int64
 
 
-def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=2):
+def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=2, shuffle=True):
     """Store checked COO data in block order; one copy of the triplets.
 
     Parameters
@@ -170,6 +173,9 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=2):
     ways : int, default=2
         Parts per block taken in turn (``loss.interleave`` for the loss that
         will train on the layout).
+    shuffle : bool, default=True
+        Shuffle each user's items within a block; False keeps them sorted
+        (``loss.shuffle``: the sampled losses search a user's run).
 
     Returns
     -------
@@ -200,7 +206,7 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=2):
     else:
         rows, cols, values, offsets = _scatter(coo, user_new, item_new, grid)
     results = canonicalize_blocks(
-        rows, cols, values, offsets, seeds, duplicates, ways, parallel=parallel
+        rows, cols, values, offsets, seeds, duplicates, ways, parallel=parallel, shuffle=shuffle
     )
     n_duplicates = int(results[:, 1].sum())
     if n_duplicates:
@@ -230,6 +236,7 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=2):
         item_perm,
         count_ids(rows, m),
         count_ids(cols, n),
+        seeds,
     )
 
 
@@ -280,6 +287,19 @@ def epoch_schedule(grid, rng):
     return (slots[None, :] * grid + columns[(slots[None, :] + strata[:, None]) % grid]).astype(
         np.int64
     )
+
+
+# Mixes the epoch number into each block's seed (splitmix64's increment).
+_GOLDEN_GAMMA = 0x9E3779B97F4A7C15
+
+
+def epoch_streams(seeds, epoch):
+    """Each block's random stream for a sampled loss in epoch ``epoch``: uint64, block order.
+
+    Depends only on the layout's seeds and the epoch number, so a resumed fit
+    (or a cluster) draws the same negatives.
+    """
+    return seeds.astype(np.uint64) ^ np.uint64((epoch * _GOLDEN_GAMMA) % 2**64)
 
 
 def stripe_bounds(size, grid):
@@ -424,7 +444,7 @@ def _scatter_blocks(
 
 
 @kernel
-def _splitmix64(state):
+def splitmix64(state):
     """Advance a splitmix64 generator: return ``(new_state, random uint64)``."""
     state = state + np.uint64(0x9E3779B97F4A7C15)
     z = state
@@ -434,13 +454,14 @@ def _splitmix64(state):
 
 
 @kernel
-def _canonicalize_block(rows, cols, values, start, size, seed, policy, ways, out):
+def _canonicalize_block(rows, cols, values, start, size, seed, policy, ways, shuffle, out):
     """Sort one block by (user, item), resolve duplicates, shuffle items within user runs.
 
     A counting sort by user (stable, O(size + users in the stripe)) followed
     by an insertion sort of each user's short run by item. ``policy``: 0 only
     counts duplicates (the caller raises), 1 sums them, 2 keeps the last one
-    given. The block keeps its first ``out[0]`` entries (fewer than ``size``
+    given. With ``shuffle`` false, each user's run stays sorted by item (the
+    sampled losses search it). The block keeps its first ``out[0]`` entries (fewer than ``size``
     only when duplicates were merged); ``out[1:4]`` receives the duplicate
     count and the (internal) user and item of the first one. Arrays are
     updated in place.
@@ -509,8 +530,10 @@ def _canonicalize_block(rows, cols, values, start, size, seed, policy, ways, out
             kept += 1
         # A user's ratings stay together (its factor row is then loaded once
         # per block); the order of its items is shuffled with the block's seed.
+        if not shuffle:
+            continue
         for t in range(start + kept - 1, first, -1):
-            state, draw = _splitmix64(state)
+            state, draw = splitmix64(state)
             j = first + np.int64(draw % np.uint64(t - first + 1))
             cols[t], cols[j] = cols[j], cols[t]
             values[t], values[j] = values[j], values[t]
@@ -542,11 +565,14 @@ def _interleave(rows, cols, values, start, size, ways):
         values[start + t] = tmp_values[source]
 
 
-def canonicalize_blocks(rows, cols, values, offsets, seeds, duplicates, ways, parallel=False):
+def canonicalize_blocks(
+    rows, cols, values, offsets, seeds, duplicates, ways, parallel=False, shuffle=True
+):
     """Sort, deduplicate, shuffle and interleave each block in place (see the module docstring).
 
     ``offsets`` (int64, n_blocks + 1) delimit the blocks; ``seeds`` (int64)
-    seed each block's shuffle. Returns int64 (n_blocks, 4): per block, the
+    seed each block's shuffle (``shuffle=False`` keeps each user's items
+    sorted). Returns int64 (n_blocks, 4): per block, the
     entries kept (at the block's start), the duplicates found, and the
     (internal) user and item of the first duplicate. Small serial layouts are
     built with :mod:`fastmf._layout_numpy` (no compile time, the same bits).
@@ -554,18 +580,18 @@ def canonicalize_blocks(rows, cols, values, offsets, seeds, duplicates, ways, pa
     policy = duplicates_code(duplicates)
     if not parallel and offsets[-1] - offsets[0] < _layout_numpy.SMALL_LAYOUT_RATINGS:
         results = _layout_numpy.canonicalize_blocks(
-            rows, cols, values, offsets, seeds, policy, ways
+            rows, cols, values, offsets, seeds, policy, ways, shuffle
         )
         if results is not None:
             return results
     results = np.zeros((offsets.shape[0] - 1, 4), dtype=np.int64)
     canonicalize = _canonicalize_parallel if parallel else _canonicalize_serial
-    canonicalize(rows, cols, values, offsets, seeds, policy, ways, results)
+    canonicalize(rows, cols, values, offsets, seeds, policy, ways, shuffle, results)
     return results
 
 
 @kernel
-def _canonicalize_serial(rows, cols, values, offsets, seeds, policy, ways, results):
+def _canonicalize_serial(rows, cols, values, offsets, seeds, policy, ways, shuffle, results):
     """Run :func:`_canonicalize_block` on every block; ``results`` is int64 (n_blocks, 4)."""
     for block in range(offsets.shape[0] - 1):
         _canonicalize_block(
@@ -577,12 +603,13 @@ def _canonicalize_serial(rows, cols, values, offsets, seeds, policy, ways, resul
             seeds[block],
             policy,
             ways,
+            shuffle,
             results[block],
         )
 
 
 @parallel_kernel
-def _canonicalize_parallel(rows, cols, values, offsets, seeds, policy, ways, results):
+def _canonicalize_parallel(rows, cols, values, offsets, seeds, policy, ways, shuffle, results):
     """Like :func:`_canonicalize_serial`, blocks in parallel (same result)."""
     for block in numba.prange(offsets.shape[0] - 1):
         _canonicalize_block(
@@ -594,5 +621,6 @@ def _canonicalize_parallel(rows, cols, values, offsets, seeds, policy, ways, res
             seeds[block],
             policy,
             ways,
+            shuffle,
             results[block],
         )

@@ -12,22 +12,37 @@ import sys
 import numpy as np
 from scipy.special import expit
 
-from . import BinaryMF, Dataset, RealValueMF, load
+from . import BinaryMF, Dataset, ImplicitMF, RealValueMF, load
 from ._validation import repeated_pairs
-from .io import read_pairs, read_ratings
-from .metrics import log_loss, mae, ndcg_at_k, precision_at_k, recall_at_k, rmse, roc_auc
+from .io import RawRatings, count_fields, read_pairs, read_ratings
+from .metrics import (
+    log_loss,
+    mae,
+    map_at_k,
+    ndcg_at_k,
+    precision_at_k,
+    recall_at_k,
+    rmse,
+    roc_auc,
+)
 from .model_selection import train_test_split
 
 EXAMPLES = {
     "fit": "example:\n  fastmf fit ratings.csv --loss squared -k 32 --epochs 50 --val 0.1 "
-    "--save model.npz",
+    "--save model.npz\n  fastmf fit clicks.csv --loss implicit-logistic --val 0.2 --save model.npz"
+    "   # user,item[,weight] lines",
     "predict": "example:\n  fastmf predict model.npz pairs.csv --unknown mean > scores.csv",
     "recommend": "example:\n  fastmf recommend model.npz --users 196 186 -n 10 > recs.csv",
     "similar": "example:\n  fastmf similar model.npz --items 242 302 -n 10",
     "evaluate": "example:\n  fastmf evaluate model.npz test.csv -k 10",
 }
-# The model each --loss trains.
+# The model each --loss trains, and ImplicitMF's loss= for the implicit ones.
 _MODEL_FOR_LOSS = {model_class._loss.name: model_class for model_class in (RealValueMF, BinaryMF)}
+_IMPLICIT_LOSS = {}
+for _name in ("logistic", "bpr"):
+    _loss = ImplicitMF(loss=_name)._loss
+    _MODEL_FOR_LOSS[_loss.name] = ImplicitMF
+    _IMPLICIT_LOSS[_loss.name] = _name
 
 
 def add_commands(commands, formatter):
@@ -39,9 +54,17 @@ def add_commands(commands, formatter):
         formatter_class=formatter,
     )
     _add_data_options(fit)
-    fit.add_argument("--loss", choices=tuple(_MODEL_FOR_LOSS), default=RealValueMF._loss.name)
+    fit.add_argument(
+        "--loss",
+        choices=tuple(_MODEL_FOR_LOSS),
+        default=RealValueMF._loss.name,
+        help="squared: ratings; logistic: +-1 responses; bpr, implicit-logistic: positive-only "
+        "interactions (a user and an item per line, an optional weight column)",
+    )
     fit.add_argument("-k", type=int, default=32, help="number of latent factors")
-    fit.add_argument("--epochs", type=int, default=100, help="maximum epochs")
+    fit.add_argument(
+        "--epochs", type=int, help="maximum epochs (default 100; 50 for the implicit losses)"
+    )
     fit.add_argument("--lr", type=float, help="learning rate (model default if omitted)")
     fit.add_argument("--l2", type=float, help="L2 weight (model default if omitted)")
     fit.add_argument("--adagrad", action="store_true", help="AdaGrad learning rate")
@@ -56,6 +79,9 @@ def add_commands(commands, formatter):
     )
     fit.add_argument(
         "--val", type=float, default=0.0, help="fraction held out for validation and early stopping"
+    )
+    fit.add_argument(
+        "--negatives", type=int, help="bpr, implicit-logistic: negatives per interaction"
     )
     fit.add_argument("--threads", type=int, default=0, help="0 = all cores")
     fit.add_argument("--seed", type=int, default=0)
@@ -139,13 +165,16 @@ def add_commands(commands, formatter):
 
 
 def _add_data_options(parser):
-    parser.add_argument("data", help="ratings file: user, item, value columns")
+    parser.add_argument(
+        "data", help="ratings file: user, item, value columns (value optional for interactions)"
+    )
     parser.add_argument("--sep", default="infer", help="field separator (default: detect)")
     parser.add_argument(
         "--columns",
-        nargs=3,
-        metavar=("USER", "ITEM", "VALUE"),
-        help="column positions (0-based) or header names",
+        nargs="+",
+        metavar="COLUMN",
+        help="USER ITEM VALUE column positions (0-based) or header names; USER ITEM alone "
+        "for interactions without values",
     )
     parser.add_argument("--skip-bad-lines", action="store_true")
 
@@ -157,12 +186,28 @@ def _add_format(parser):
 def _columns(args):
     if args.columns is None:
         return (0, 1, 2)
+    if len(args.columns) not in (2, 3):
+        raise ValueError(
+            f"--columns takes USER ITEM VALUE (or USER ITEM), got {len(args.columns)} names."
+        )
     return tuple(int(c) if c.isdigit() else c for c in args.columns)
 
 
-def _read(args):
+def _read(args, values_optional=False):
+    """Read the data file; interactions may come without a value column (weights 1)."""
+    columns = _columns(args)
+    if values_optional and (
+        len(columns) == 2 or (args.columns is None and count_fields(args.data, args.sep) == 2)
+    ):
+        users, items = read_pairs(args.data, sep=args.sep, columns=columns[:2])
+        return RawRatings(users, items, np.ones(users.size, dtype=np.float32), None)
+    if len(columns) == 2:
+        raise ValueError(
+            "--columns USER ITEM (no value column) is for --loss bpr or implicit-logistic; "
+            "give USER ITEM VALUE."
+        )
     return read_ratings(
-        args.data, sep=args.sep, columns=_columns(args), skip_bad_lines=args.skip_bad_lines
+        args.data, sep=args.sep, columns=columns, skip_bad_lines=args.skip_bad_lines
     )
 
 
@@ -248,21 +293,23 @@ def _known(id_map, ids, what):
 
 def run_fit(args, out):
     model_class = _MODEL_FOR_LOSS[args.loss]
-    if args.threshold is not None and not model_class._loss.binary:
+    implicit = model_class is ImplicitMF
+    if args.threshold is not None and model_class is not BinaryMF:
         raise ValueError("--threshold applies to --loss logistic only (it makes ±1 labels).")
+    if args.negatives is not None and not implicit:
+        raise ValueError("--negatives applies to --loss bpr and implicit-logistic only.")
     if not 0 <= args.val < 1:
         raise ValueError(f"--val must be a fraction in [0, 1), got {args.val:g}.")
     _check_output_path(args.save, "--save")
     if args.plot:
         _check_output_path(args.plot, "--plot")
         _matplotlib()
-    raw = _read(args)
+    raw = _read(args, values_optional=implicit)
     values = raw.values
-    if model_class._loss.binary:
+    if model_class is BinaryMF:
         values = _labels(args, values)
     params = dict(
         k=args.k,
-        n_epochs=args.epochs,
         random_state=args.seed,
         biases=args.biases,
         n_threads=args.threads,
@@ -272,8 +319,16 @@ def run_fit(args, out):
         params["lr"] = args.lr
     if args.l2 is not None:
         params["l2"] = args.l2
+    if args.epochs is not None:
+        params["n_epochs"] = args.epochs
+    elif not implicit:
+        params["n_epochs"] = 100
     if args.adagrad:
         params["learning_rate"] = "adagrad"
+    if implicit:
+        params["loss"] = _IMPLICIT_LOSS[args.loss]
+        if args.negatives is not None:
+            params["n_negatives"] = args.negatives
     model = model_class(**params)
     data = Dataset(raw.users, raw.items, values)
     if args.duplicates == "raise":
@@ -281,8 +336,10 @@ def run_fit(args, out):
     X_val = None
     train = data
     if args.val:
+        # Interactions: a share of every user's, so that each is ranked on its own.
+        by = "user" if implicit else "entry"
         train_part, val_part = train_test_split(
-            data.triplets, test_size=args.val, shape=data.shape, random_state=args.seed
+            data.triplets, test_size=args.val, by=by, shape=data.shape, random_state=args.seed
         )
         train = Dataset(
             data.user_map.to_raw(train_part[0]),
@@ -299,8 +356,9 @@ def run_fit(args, out):
     summary = {"epochs": model.n_iter_, "objective": float(model.loss_curve_[-1])}
     if X_val is not None:
         summary["best_epoch"] = model.best_epoch_
-        metric = model_class._loss.metric_name.lower().replace(" ", "_")
-        summary[f"val_{metric}"] = float(model.val_curve_.min())
+        metric = model._loss.metric_name.lower().replace(" ", "_")
+        best = model.val_curve_.max() if implicit else model.val_curve_.min()
+        summary[f"val_{metric}"] = float(best)
     if args.plot:
         _plot(model, args.plot)
     out.write(
@@ -337,7 +395,7 @@ def _plot(model, path):
     epochs = np.arange(1, model.n_iter_ + 1)
     axis.plot(epochs, model.loss_curve_, label="training objective")
     if model.val_curve_ is not None:
-        axis.plot(epochs, model.val_curve_, label="validation loss")
+        axis.plot(epochs, model.val_curve_, label=f"validation {model._loss.metric_name}")
     axis.set_xlabel("epoch")
     axis.legend()
     figure.tight_layout()
@@ -353,7 +411,7 @@ def run_predict(args, out):
     )
     header = "infer" if args.header is None else args.header
     users, items = read_pairs(args.pairs, sep=args.sep, columns=columns, header=header)
-    score = model.predict if isinstance(model, RealValueMF) else model.predict_proba
+    score = model.predict_proba if isinstance(model, BinaryMF) else model.predict
     try:
         scores = score(users, items, unknown=args.unknown)
     except ValueError as error:
@@ -375,7 +433,7 @@ def run_recommend(args, out):
     model = load(args.model)
     users = _known(model.user_map_, _raw_ids(model.user_map_, args.users), "user")
     ids, scores = model.recommend(users, n=args.n, exclude_seen=not args.include_seen)
-    if not isinstance(model, RealValueMF):  # probabilities, as `predict` prints
+    if isinstance(model, BinaryMF):  # probabilities, as `predict` prints
         scores = expit(scores)
     rows = []
     for user, user_ids, user_scores in zip(users.tolist(), ids, scores):
@@ -403,7 +461,8 @@ def run_similar(args, out):
 
 def run_evaluate(args, out):
     model = load(args.model)
-    raw = _read(args)
+    implicit = isinstance(model, ImplicitMF)
+    raw = _read(args, values_optional=implicit)
     rows = model.user_map_.to_index(raw.users, unknown="missing")
     cols = model.item_map_.to_index(raw.items, unknown="missing")
     known = (rows >= 0) & (cols >= 0)
@@ -412,7 +471,11 @@ def run_evaluate(args, out):
     test = (rows[known], cols[known], raw.values[known])
     results = {"ratings": int(known.sum()), "skipped_unknown": int((~known).sum())}
     scores = model.decision_function(raw.users[known], raw.items[known])  # raw ids
-    if isinstance(model, RealValueMF):
+    if implicit:  # every held-out interaction is relevant
+        relevant = None
+        if args.threshold is not None:
+            raise ValueError("--threshold does not apply to an implicit-feedback model.")
+    elif isinstance(model, RealValueMF):
         results.update(rmse=rmse(test[2], scores), mae=mae(test[2], scores))
         relevant = args.threshold
     else:
@@ -425,6 +488,7 @@ def run_evaluate(args, out):
         ("precision", precision_at_k),
         ("recall", recall_at_k),
         ("ndcg", ndcg_at_k),
+        *((("map", map_at_k),) if implicit else ()),
     ):
         ranked = (raw.users[known], raw.items[known], test[2])  # raw ids, as the model takes
         results[f"{name}@{args.k}"] = metric(model, ranked, k=args.k, threshold=relevant)

@@ -27,6 +27,8 @@ class Validation:
         Whose validation metric is reported.
     """
 
+    greater_is_better = False
+
     def __init__(self, rows, cols, values, loss):
         self.rows, self.cols, self.values, self.loss = rows, cols, values, loss
 
@@ -37,6 +39,63 @@ class Validation:
         if state.user_bias is not None:
             scores += state.user_bias[self.rows] + state.item_bias[self.cols]
         return self.loss.validation_metric(self.values, scores)
+
+
+class RankingValidation:
+    """Held-out interactions ranked after each epoch: NDCG@k (higher is better).
+
+    For each validation user, every item it did not interact with in training
+    is scored (``p_u . q_i + b_i``), the top ``k`` taken (ties to the smaller
+    internal id), and the held-out items are the relevant ones, as
+    :func:`fastmf.metrics.ndcg_at_k` does.
+
+    Parameters
+    ----------
+    users : ndarray of int64
+        Validation users (internal ids), sorted.
+    truth_indptr, truth_items : ndarray of int64
+        Held-out items (internal ids) of ``users[r]``, CSR: from
+        ``truth_indptr[r]`` to ``truth_indptr[r + 1]``.
+    seen_indptr, seen_items : ndarray of int64
+        Training items of every internal user (CSR over all users).
+    k : int
+    """
+
+    greater_is_better = True
+    # Users scored per matrix product, so that no (users x items) block is large.
+    BLOCK_BYTES = 32 * 2**20
+
+    def __init__(self, users, truth_indptr, truth_items, seen_indptr, seen_items, k=10):
+        self.users, self.k = users, k
+        self.truth_indptr, self.truth_items = truth_indptr, truth_items
+        self.seen_indptr, self.seen_items = seen_indptr, seen_items
+        self.discounts = 1.0 / np.log2(np.arange(k) + 2.0)
+
+    def score(self, state):
+        """Return the mean NDCG@k over the validation users (a float)."""
+        n_items = state.item_factors.shape[0]
+        k = min(self.k, n_items)
+        step = max(1, self.BLOCK_BYTES // (4 * max(n_items, 1)))
+        total = 0.0
+        for start in range(0, self.users.shape[0], step):
+            block_users = self.users[start : start + step]
+            scores = state.user_factors[block_users] @ state.item_factors.T
+            if state.item_bias is not None:
+                scores += state.item_bias[None, :]
+            for row, user in enumerate(block_users):
+                seen = self.seen_items[self.seen_indptr[user] : self.seen_indptr[user + 1]]
+                scores[row, seen] = -np.inf
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            top_scores = np.take_along_axis(scores, top, axis=1)
+            order = np.lexsort((top, -top_scores), axis=1)
+            top = np.take_along_axis(top, order, axis=1)
+            for row in range(block_users.shape[0]):
+                r = start + row
+                truth = self.truth_items[self.truth_indptr[r] : self.truth_indptr[r + 1]]
+                hits = np.isin(top[row], truth)
+                ideal = self.discounts[: min(truth.shape[0], k)].sum()
+                total += float((hits * self.discounts[:k]).sum() / ideal)
+        return total / self.users.shape[0]
 
 
 # Training values above this magnitude make a divergence the data's fault, not lr's.
@@ -109,7 +168,7 @@ def train(
         for epoch in range(stopping.next_epoch, n_epochs + 1):
             schedule = epoch_schedule(layout.grid, rng)
             start = time.perf_counter()
-            backend.epoch(schedule, lr, l2)
+            backend.epoch(schedule, lr, l2, epoch)
             seconds = time.perf_counter() - start
             current, finite = objective()
             if validation is not None or checkpoint is not None:

@@ -36,6 +36,7 @@ import numba
 import numpy as np
 from numba.extending import overload
 
+from ._blocks import splitmix64
 from ._jit import chosen, inline_kernel, kernel, parallel_kernel, prefetch
 
 
@@ -573,6 +574,310 @@ def sgd_epoch_parallel(
                 lr,
                 l2,
             )
+
+
+# ------------------------------------------------------------ sampled losses
+# Implicit feedback: every stored entry is a positive, its value a confidence
+# weight, and the negatives are drawn while the pass runs. A block draws them
+# from its own item stripe only, so a negative's item row is one that no other
+# thread is updating (the stratum's blocks share no item stripe), and from its
+# own seeded splitmix64 stream, so that the draws (and the result) are the same
+# for any number of threads. The layout keeps each user's items in a block
+# sorted (``Loss.shuffle`` is False), so "has the user interacted with this
+# item?" is a binary search in the user's run: every interaction of the user
+# with an item of this stripe is in this block.
+# Extra arguments of the sampled block kernels: item_lo, item_hi (the block's
+# item stripe, internal ids), state (uint64, the block's stream for this
+# epoch), n_negatives (int64), negative_weight (float32), popularity (bool:
+# draw negatives in proportion to their interactions in the block, by picking
+# a random entry's item, instead of uniformly from the stripe) and update
+# (bool: False only adds up the sampled loss, changing nothing). They return
+# the block's sampled data loss (float64), summed before each update as LIBMF
+# does: the objective costs no second pass.
+
+# A draw that hits an item the user has interacted with is redrawn, up to this
+# many times; then that negative is skipped (a user who has most items of a
+# stripe). Rejection sampling keeps the draw exact for everyone else.
+MAX_NEGATIVE_DRAWS = 8
+
+
+@inline_kernel
+def _in_sorted(cols, lo, hi, item):
+    """Return whether ``item`` is among ``cols[lo:hi]``, which is sorted (binary search)."""
+    end = hi
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if cols[mid] < item:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < end and cols[lo] == item
+
+
+@inline_kernel
+def _draw_negative(state, cols, run_start, run_end, start, end, item_lo, item_hi, popularity):
+    """Draw an item of the stripe that the user (run ``run_start:run_end``) has not interacted with.
+
+    Returns ``(state, item)``; ``item`` is -1 when ``MAX_NEGATIVE_DRAWS`` draws
+    all hit the user's own items.
+    """
+    for _ in range(MAX_NEGATIVE_DRAWS):
+        state, draw = splitmix64(state)
+        if popularity:
+            item = np.int64(cols[start + np.int64(draw % np.uint64(end - start))])
+        else:
+            item = item_lo + np.int64(draw % np.uint64(item_hi - item_lo))
+        if not _in_sorted(cols, run_start, run_end, item):
+            return state, item
+    return state, np.int64(-1)
+
+
+@inline_kernel
+def _bpr_step(user_factors, u, item_factors, i, j, weight, item_bias, user_acc, item_acc, lr, l2,
+              update):  # fmt: skip
+    """One BPR step on the triple (u, i, j); returns its loss ``weight * log(1 + exp(-x))``.
+
+    ``x = p_u . (q_i - q_j) [+ b_i - b_j]``; with ``g = weight * sigmoid(-x)``
+    the steps are ``p_u += lr_u (g (q_i - q_j) - l2 p_u)``,
+    ``q_i += lr_i (g p_u - l2 q_i)``, ``q_j += lr_j (-g p_u - l2 q_j)``, all
+    from the old values (likewise ``b_i``, ``b_j``), and AdaGrad per row as
+    in :func:`_sgd_step`. The user bias cancels in ``x``: it is not learned.
+    """
+    k = user_factors.shape[1]
+    margin = np.float32(0.0)
+    for f in range(k):
+        margin += user_factors[u, f] * (item_factors[i, f] - item_factors[j, f])
+    if item_bias is not None:
+        margin += item_bias[i] - item_bias[j]
+    loss = weight * np.float64(_softplus(-margin))
+    if not update:
+        return loss
+    g = weight * _sigmoid_of_negative(margin)
+    lr_user = lr
+    lr_i = lr
+    lr_j = lr
+    if user_acc is not None:
+        sq_user = np.float32(0.0)
+        sq_i = np.float32(0.0)
+        sq_j = np.float32(0.0)
+        for f in range(k):
+            p = user_factors[u, f]
+            qi = item_factors[i, f]
+            qj = item_factors[j, f]
+            grad_user = g * (qi - qj) - l2 * p
+            grad_i = g * p - l2 * qi
+            grad_j = -g * p - l2 * qj
+            sq_user += grad_user * grad_user
+            sq_i += grad_i * grad_i
+            sq_j += grad_j * grad_j
+        n_item_coords = k
+        if item_bias is not None:
+            grad_i = g - l2 * item_bias[i]
+            grad_j = -g - l2 * item_bias[j]
+            sq_i += grad_i * grad_i
+            sq_j += grad_j * grad_j
+            n_item_coords += 1
+        user_acc[u] += sq_user / np.float32(k)
+        item_acc[i] += sq_i / np.float32(n_item_coords)
+        item_acc[j] += sq_j / np.float32(n_item_coords)
+        lr_user = lr / np.float32(math.sqrt(user_acc[u]))
+        lr_i = lr / np.float32(math.sqrt(item_acc[i]))
+        lr_j = lr / np.float32(math.sqrt(item_acc[j]))
+    if item_bias is not None:
+        b_i = item_bias[i]
+        b_j = item_bias[j]
+        item_bias[i] = b_i + lr_i * (g - l2 * b_i)
+        item_bias[j] = b_j + lr_j * (-g - l2 * b_j)
+    for f in range(k):
+        p = user_factors[u, f]
+        qi = item_factors[i, f]
+        qj = item_factors[j, f]
+        user_factors[u, f] = p + lr_user * (g * (qi - qj) - l2 * p)
+        item_factors[i, f] = qi + lr_i * (g * p - l2 * qi)
+        item_factors[j, f] = qj + lr_j * (-g * p - l2 * qj)
+    return loss
+
+
+@inline_kernel
+def _pointwise_step(user_factors, u, item_factors, i, label, weight, user_bias, item_bias,
+                    user_acc, item_acc, lr, l2, update):  # fmt: skip
+    """One logistic step on (u, i) with ``label`` +1 or -1; returns its weighted loss.
+
+    The loss is ``weight * log(1 + exp(-label * s))``; the step is
+    :func:`_sgd_step` with ``g = label * weight * sigmoid(-label * s)``.
+    """
+    margin = label * _score(user_factors, u, item_factors, i, user_bias, item_bias)
+    loss = weight * np.float64(_softplus(-margin))
+    if update:
+        gradient = label * weight * _sigmoid_of_negative(margin)
+        _sgd_step(
+            user_factors, u, item_factors, i, gradient, user_bias, item_bias, user_acc, item_acc,
+            lr, l2,
+        )  # fmt: skip
+    return loss
+
+
+@inline_kernel
+def _sampled_pass(bpr, rows, cols, values, start, end, item_lo, item_hi, state, user_factors,
+                  item_factors, user_bias, item_bias, user_acc, item_acc, lr, l2, n_negatives,
+                  negative_weight, popularity, update):  # fmt: skip
+    """Visit every positive of ``start:end`` with its sampled negatives; return the loss.
+
+    A block holds each user's run of positives contiguously (sorted by item).
+    Each run is visited from a random rotation (a fresh one every epoch), so
+    that no item is always a user's first step.
+    """
+    total = 0.0
+    if end <= start:
+        return total
+    one = np.float32(1.0)
+    run_start = start
+    while run_start < end:
+        u = rows[run_start]
+        run_end = run_start + 1
+        while run_end < end and rows[run_end] == u:
+            run_end += 1
+        length = run_end - run_start
+        state, draw = splitmix64(state)
+        rotation = np.int64(draw % np.uint64(length))
+        for step in range(length):
+            offset = rotation + step
+            if offset >= length:
+                offset -= length
+            idx = run_start + offset
+            i = cols[idx]
+            weight = values[idx]
+            if not bpr:
+                total += _pointwise_step(
+                    user_factors, u, item_factors, i, one, weight, user_bias, item_bias,
+                    user_acc, item_acc, lr, l2, update,
+                )  # fmt: skip
+            for _ in range(n_negatives):
+                state, j = _draw_negative(
+                    state, cols, run_start, run_end, start, end, item_lo, item_hi, popularity
+                )
+                if j < 0:
+                    continue
+                if bpr:
+                    total += _bpr_step(
+                        user_factors, u, item_factors, i, j, weight, item_bias, user_acc,
+                        item_acc, lr, l2, update,
+                    )  # fmt: skip
+                else:
+                    total += _pointwise_step(
+                        user_factors, u, item_factors, j, -one, negative_weight, user_bias,
+                        item_bias, user_acc, item_acc, lr, l2, update,
+                    )  # fmt: skip
+        run_start = run_end
+    return total
+
+
+@kernel
+def sgd_block_bpr(rows, cols, values, start, end, item_lo, item_hi, state, user_factors,
+                  item_factors, user_bias, item_bias, user_acc, item_acc, lr, l2, n_negatives,
+                  negative_weight, popularity, update):  # fmt: skip
+    """Run BPR SGD over the positives ``start:end``; return the sampled loss (float64).
+
+    Per positive ``(u, i)`` with weight ``c`` and each of ``n_negatives``
+    sampled items ``j``: a step on ``c * -log sigmoid(s_ui - s_uj)`` plus the
+    L2 penalty (see :func:`_bpr_step`). ``negative_weight`` is unused.
+    """
+    return _sampled_pass(
+        True, rows, cols, values, start, end, item_lo, item_hi, state, user_factors,
+        item_factors, user_bias, item_bias, user_acc, item_acc, lr, l2, n_negatives,
+        negative_weight, popularity, update,
+    )  # fmt: skip
+
+
+@kernel
+def sgd_block_sampled_logistic(rows, cols, values, start, end, item_lo, item_hi, state,
+                               user_factors, item_factors, user_bias, item_bias, user_acc,
+                               item_acc, lr, l2, n_negatives, negative_weight, popularity,
+                               update):  # fmt: skip
+    """Run pointwise logistic SGD over the positives ``start:end`` and sampled negatives.
+
+    Per positive ``(u, i)`` with weight ``c``: a step on ``c * log(1 + exp(-s_ui))``,
+    then one on ``negative_weight * log(1 + exp(s_uj))`` for each of
+    ``n_negatives`` sampled items ``j``. Returns the sampled loss (float64).
+    """
+    return _sampled_pass(
+        False, rows, cols, values, start, end, item_lo, item_hi, state, user_factors,
+        item_factors, user_bias, item_bias, user_acc, item_acc, lr, l2, n_negatives,
+        negative_weight, popularity, update,
+    )  # fmt: skip
+
+
+def sampled_block(loss, rows, cols, values, start, end, item_lo, item_hi, state, user_factors,
+                  item_factors, user_bias, item_bias, user_acc, item_acc, lr, l2, n_negatives,
+                  negative_weight, popularity, update):  # fmt: skip
+    """Run the sampled SGD block kernel of ``loss`` (a ``KernelSet``); callable from kernels."""
+    raise NotImplementedError("sampled_block is called from compiled kernels only")
+
+
+@overload(sampled_block, inline="always")
+def _sampled_block_for(loss, rows, cols, values, start, end, item_lo, item_hi, state,
+                       user_factors, item_factors, user_bias, item_bias, user_acc, item_acc, lr,
+                       l2, n_negatives, negative_weight, popularity, update):  # fmt: skip
+    block_kernel = chosen(loss).sgd_block
+
+    def run(loss, rows, cols, values, start, end, item_lo, item_hi, state, user_factors,
+            item_factors, user_bias, item_bias, user_acc, item_acc, lr, l2, n_negatives,
+            negative_weight, popularity, update):  # fmt: skip
+        return block_kernel(
+            rows, cols, values, start, end, item_lo, item_hi, state, user_factors,
+            item_factors, user_bias, item_bias, user_acc, item_acc, lr, l2, n_negatives,
+            negative_weight, popularity, update,
+        )  # fmt: skip
+
+    return run
+
+
+@inline_kernel
+def _sampled_slot(loss, rows, cols, values, block_offsets, block, item_bounds, block_states,
+                  user_factors, item_factors, user_bias, item_bias, user_acc, item_acc, lr, l2,
+                  n_negatives, negative_weight, popularity, update, out):  # fmt: skip
+    stripe = block % (item_bounds.shape[0] - 1)
+    out[block] = sampled_block(
+        loss, rows, cols, values, block_offsets[block], block_offsets[block + 1],
+        np.int64(item_bounds[stripe]), np.int64(item_bounds[stripe + 1]), block_states[block],
+        user_factors, item_factors, user_bias, item_bias, user_acc, item_acc, lr, l2,
+        n_negatives, negative_weight, popularity, update,
+    )  # fmt: skip
+
+
+@kernel
+def sampled_epoch_serial(loss, rows, cols, values, block_offsets, schedule, item_bounds,
+                         block_states, user_factors, item_factors, user_bias, item_bias, user_acc,
+                         item_acc, lr, l2, n_negatives, negative_weight, popularity, update,
+                         out):  # fmt: skip
+    """Run one epoch of a sampled loss over ``schedule`` on one thread.
+
+    ``item_bounds`` (int64, grid + 1): the item stripes; ``block_states``
+    (uint64, n_blocks): each block's random stream this epoch. Writes each
+    block's sampled loss into ``out`` (float64, n_blocks).
+    """
+    for stratum in range(schedule.shape[0]):
+        for slot in range(schedule.shape[1]):
+            _sampled_slot(
+                loss, rows, cols, values, block_offsets, schedule[stratum, slot], item_bounds,
+                block_states, user_factors, item_factors, user_bias, item_bias, user_acc,
+                item_acc, lr, l2, n_negatives, negative_weight, popularity, update, out,
+            )  # fmt: skip
+
+
+@parallel_kernel
+def sampled_epoch_parallel(loss, rows, cols, values, block_offsets, schedule, item_bounds,
+                           block_states, user_factors, item_factors, user_bias, item_bias,
+                           user_acc, item_acc, lr, l2, n_negatives, negative_weight, popularity,
+                           update, out):  # fmt: skip
+    """Like :func:`sampled_epoch_serial`, the blocks of a stratum in parallel (same bits)."""
+    for stratum in range(schedule.shape[0]):
+        for slot in numba.prange(schedule.shape[1]):
+            _sampled_slot(
+                loss, rows, cols, values, block_offsets, schedule[stratum, slot], item_bounds,
+                block_states, user_factors, item_factors, user_bias, item_bias, user_acc,
+                item_acc, lr, l2, n_negatives, negative_weight, popularity, update, out,
+            )  # fmt: skip
 
 
 # ----------------------------------------------------------------- objective

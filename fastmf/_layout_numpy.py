@@ -40,7 +40,7 @@ def splitmix64_draws(seeds, counters):
     return z ^ (z >> np.uint64(31))
 
 
-def canonicalize_blocks(rows, cols, values, offsets, seeds, policy, ways):
+def canonicalize_blocks(rows, cols, values, offsets, seeds, policy, ways, shuffle=True):
     """Numpy twin of ``fastmf._blocks.canonicalize_blocks`` (same arguments, same bits).
 
     ``policy`` is the duplicates code (0 count, 1 sum, 2 last). Updates the
@@ -82,7 +82,7 @@ def canonicalize_blocks(rows, cols, values, offsets, seeds, policy, ways):
     kept_starts = np.zeros(n_blocks, dtype=np.int64)
     np.cumsum(kept[:-1], out=kept_starts[1:])
 
-    if not _shuffle_runs(block, block_rows, block_cols, block_values, seeds):
+    if shuffle and not _shuffle_runs(block, block_rows, block_cols, block_values, seeds):
         return None
     source = _interleave_sources(block, kept, kept_starts, ways)
     target = starts[block] + (np.arange(block.shape[0]) - kept_starts[block]) + base

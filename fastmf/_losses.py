@@ -50,7 +50,8 @@ class Loss:
     Attributes
     ----------
     name : str
-        ``"squared"`` or ``"logistic"``: the CLI's ``--loss``.
+        ``"squared"``, ``"logistic"``, ``"bpr"`` or ``"implicit-logistic"``:
+        the CLI's ``--loss``.
     kernels : KernelSet
         The block kernels of a fit; :meth:`kernels_for` picks per fit size.
     interleave : int
@@ -63,7 +64,16 @@ class Loss:
         Whether the values are labels -1 and +1 (so ``duplicates="sum"``
         makes no sense; the CLI's ``--threshold`` makes labels from ratings).
     metric_name : str
-        The validation metric, lower is better: ``val_curve_`` holds it.
+        The validation metric (``val_curve_`` holds it): lower is better,
+        except for the sampled losses' ranking metric.
+    sampled : bool
+        Implicit feedback: every entry is a positive (its value a confidence
+        weight) and the kernels draw negatives as they go (``_kernels``'
+        sampled section); they also return the pass's loss, so the objective
+        needs no second pass, and validation ranks items (NDCG@10).
+    shuffle : bool
+        Whether the layout shuffles each user's items within a block (the
+        sampled losses keep them sorted, to search them).
     """
 
     def __init__(
@@ -79,8 +89,11 @@ class Loss:
         metric,
         values_check,
         fold_in_solver,
+        sampled=False,
     ):
         self.name = name
+        self.sampled = sampled
+        self.shuffle = not sampled
         self.kernels = kernels
         self._small_kernels = small_kernels or kernels
         self.interleave = interleave
@@ -141,6 +154,17 @@ def _plus_minus_one(values):
     return values
 
 
+def _positive_weights(values):
+    wrong = ~(values > 0)
+    if wrong.any():
+        raise ValueError(
+            f"Implicit feedback values are confidence weights and must be > 0; got "
+            f"{values[wrong][0]!r} ({int(wrong.sum())} value(s) are not). Leave out the "
+            "entries that are not interactions, or give no values (all ones)."
+        )
+    return values
+
+
 def _ridge_solution(design, target, offset, ridge, n_iter):
     return np.linalg.solve(design.T @ design + ridge, design.T @ (target - offset))
 
@@ -152,6 +176,22 @@ def _newton_solution(design, target, offset, ridge, n_iter):
         weight = expit(-margin)
         gradient = -design.T @ (target * weight) + ridge @ x
         hessian = (design.T * (weight * (1 - weight))) @ design + ridge
+        x -= np.linalg.solve(hessian, gradient)
+    return x
+
+
+def weighted_logistic_solution(design, target, sample_weight, offset, ridge, n_iter):
+    """Minimize ``sum_r w_r log(1 + exp(-y_r (design_r . x + offset_r))) + x' ridge x / 2``.
+
+    ``n_iter`` Newton steps from 0; ``target`` holds labels -1/+1,
+    ``sample_weight`` each row's weight. Returns ``x`` (float64).
+    """
+    x = np.zeros(design.shape[1])
+    for _ in range(n_iter):
+        margin = target * (design @ x + offset)
+        weight = expit(-margin)
+        gradient = -design.T @ (sample_weight * target * weight) + ridge @ x
+        hessian = (design.T * (sample_weight * weight * (1 - weight))) @ design + ridge
         x -= np.linalg.solve(hessian, gradient)
     return x
 
@@ -189,7 +229,56 @@ LOGISTIC = Loss(
     values_check=_plus_minus_one,
     fold_in_solver=_newton_solution,
 )
-LOSSES = {loss.name: loss for loss in (SQUARED, LOGISTIC)}
+# The sampled losses keep each user's items in a block contiguous (one part:
+# their kernel walks a user's run, rotated each epoch) and sorted.
+BPR = Loss(
+    "bpr",
+    kernels=KernelSet("bpr", _kernels.sgd_block_bpr, None),
+    interleave=1,
+    centred=False,
+    binary=False,
+    metric_name="NDCG@10",
+    metric=None,
+    values_check=_positive_weights,
+    fold_in_solver=None,
+    sampled=True,
+)
+SAMPLED_LOGISTIC = Loss(
+    "implicit-logistic",
+    kernels=KernelSet("implicit-logistic", _kernels.sgd_block_sampled_logistic, None),
+    interleave=1,
+    centred=False,
+    binary=False,
+    metric_name="NDCG@10",
+    metric=None,
+    values_check=_positive_weights,
+    fold_in_solver=None,
+    sampled=True,
+)
+LOSSES = {loss.name: loss for loss in (SQUARED, LOGISTIC, BPR, SAMPLED_LOGISTIC)}
+
+
+class NegativeSampling:
+    """How a sampled loss draws its negatives: the extra scalars of its kernels.
+
+    Parameters
+    ----------
+    n_negatives : int
+        Negatives per positive.
+    negative_weight : float
+        Weight of each negative's loss (pointwise logistic only).
+    popularity : bool
+        Draw negatives in proportion to their interactions instead of uniformly.
+    """
+
+    def __init__(self, n_negatives, negative_weight, popularity):
+        self.n_negatives = n_negatives
+        self.negative_weight = negative_weight
+        self.popularity = popularity
+
+    def arguments(self):
+        """Return the kernels' ``n_negatives, negative_weight, popularity`` arguments, typed."""
+        return np.int64(self.n_negatives), np.float32(self.negative_weight), bool(self.popularity)
 
 
 def _loss_by_name(name):

@@ -25,14 +25,17 @@ class StoppingRules:
         validation value.
     validating : bool
         Whether each epoch has a validation value.
+    maximize : bool, default=False
+        Higher validation values are better (a ranking metric), not lower.
     """
 
-    def __init__(self, tol, n_iter_no_change, patience, validating):
+    def __init__(self, tol, n_iter_no_change, patience, validating, maximize=False):
         self.tol, self.n_iter_no_change = tol, n_iter_no_change
-        self.patience, self.validating = patience, validating
+        self.patience, self.validating, self.maximize = patience, validating, maximize
         self.loss_curve, self.val_curve = [], []
         self.best = None  # best objective so far (the initial one to begin with)
-        self.best_val, self.best_epoch, self.best_state = np.inf, None, None
+        self.best_val = -np.inf if maximize else np.inf
+        self.best_epoch, self.best_state = None, None
         self.epochs_without_improvement = 0
         self.stopped = False  # a rule (or the callback) ended training
 
@@ -55,7 +58,7 @@ class StoppingRules:
         self.loss_curve.append(objective)
         if self.validating:
             self.val_curve.append(val_loss)
-            if val_loss < self.best_val:
+            if (val_loss > self.best_val) if self.maximize else (val_loss < self.best_val):
                 self.best_val, self.best_epoch = val_loss, epoch
                 self.best_state = state.copy_parameters()
         return (self.best - objective) / abs(self.best) if self.best != 0 else 0.0

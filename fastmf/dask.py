@@ -40,6 +40,7 @@ from ._blocks import (
     canonicalize_blocks,
     draw_relabeling,
     duplicates_error,
+    epoch_streams,
     index_dtype,
     inverse_permutation,
     stripe_bounds,
@@ -183,7 +184,7 @@ def _split_by_stripe(part, user_new, item_new, grid, dtype):
     return [(users[lo:hi], items[lo:hi], values[lo:hi]) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
-def _build_stripe(pieces, seeds, duplicates, grid, n, user_bounds, item_bounds, ways):
+def _build_stripe(pieces, seeds, duplicates, grid, n, user_bounds, item_bounds, ways, shuffle):
     """Worker task: arrange one user stripe into its ``grid`` blocks, as local training does.
 
     Returns the blocks (in stripe-local ids, as :class:`DaskBackend` runs them)
@@ -197,7 +198,9 @@ def _build_stripe(pieces, seeds, duplicates, grid, n, user_bounds, item_bounds, 
     rows, cols, values = rows[order], cols[order], values[order]
     offsets = np.zeros(grid + 1, dtype=np.int64)
     np.cumsum(np.bincount(item_stripe, minlength=grid), out=offsets[1:])
-    results = canonicalize_blocks(rows, cols, values, offsets, seeds, duplicates, ways)
+    results = canonicalize_blocks(
+        rows, cols, values, offsets, seeds, duplicates, ways, shuffle=shuffle
+    )
     user_lo, user_hi = user_bounds
     blocks, sums = [], []
     user_counts = np.zeros(user_hi - user_lo, dtype=np.float64)
@@ -271,9 +274,9 @@ class ShardedLayout:
 
     rows = cols = values = None
 
-    def __init__(self, client, grid, user_perm, item_perm, owner, blocks, stats):
+    def __init__(self, client, grid, user_perm, item_perm, owner, blocks, stats, seeds):
         self.client, self.grid, self.owner, self.blocks = client, grid, owner, blocks
-        self.user_perm, self.item_perm = user_perm, item_perm
+        self.user_perm, self.item_perm, self.seeds = user_perm, item_perm, seeds
         kept = np.concatenate([stripe["kept"] for stripe in stats])
         self.block_offsets = np.zeros(grid * grid + 1, dtype=np.int64)
         np.cumsum(kept, out=self.block_offsets[1:])
@@ -394,7 +397,7 @@ class ShardSource:
     def __init__(self, client, parts, shape, nnz):
         self.client, self.parts, self.shape, self.nnz = client, parts, shape, nnz
 
-    def arrange(self, grid, rng, duplicates, ways):
+    def arrange(self, grid, rng, duplicates, ways, shuffle=True):
         """Like :func:`fastmf._blocks.arrange`, the same random draws; blocks stay on workers."""
         client = self.client
         m, n = self.shape
@@ -428,6 +431,7 @@ class ShardSource:
                     (user_bounds[bu], user_bounds[bu + 1]),
                     item_bounds,
                     ways,
+                    shuffle,
                     workers=[owner[bu]],
                     pure=False,
                 )
@@ -454,19 +458,30 @@ class ShardSource:
                     user, item = stripe["first_duplicate"][first[0]]
                     break
             raise duplicates_error(n_duplicates, user_perm[user], item_perm[item])
-        return ShardedLayout(client, grid, user_perm, item_perm, owner, blocks, stats)
+        return ShardedLayout(client, grid, user_perm, item_perm, owner, blocks, stats, seeds)
 
 
-def _run_block(kernels, block, user_holder, item_state, lr, l2):
+def _run_block(kernels, block, user_holder, item_state, lr, l2, sampled=None):
     """Worker task: one block of SGD on copies of its user and item stripes.
 
     ``user_holder[0]`` is the user stripe: the previous block task's whole
     output stays on this worker and is passed on as is (no task to pick it
-    out); the item stripe, which moves, is picked out by a small task.
+    out); the item stripe, which moves, is picked out by a small task. For a
+    sampled loss, ``sampled`` is ``(stream, sampling arguments, update)`` and
+    the block's sampled loss is returned third; its negatives come from the
+    whole (stripe-local) item stripe, as in local training.
     """
     rows, cols, values = block
     user_state = tuple(None if a is None else a.copy() for a in user_holder[0])
     item_state = tuple(None if a is None else a.copy() for a in item_state)
+    if sampled is not None:
+        stream, arguments, update = sampled
+        loss = kernels.sgd_block(
+            rows, cols, values, 0, rows.shape[0], 0, item_state[0].shape[0], stream,
+            user_state[0], item_state[0], user_state[1], item_state[1], user_state[2],
+            item_state[2], lr, l2, *arguments, update,
+        )  # fmt: skip
+        return user_state, item_state, loss
     kernels.sgd_block(
         rows,
         cols,
@@ -517,16 +532,21 @@ class DaskBackend:
         check_duplicates_policy(duplicates)
         return open_shards(self.client, shards, check, shape, duplicates)
 
-    def arrange(self, data, grid, rng, duplicates, ways):
+    def arrange(self, data, grid, rng, duplicates, ways, shuffle=True):
         """Lay out the ratings in blocks: on the workers for shards, else here."""
         if isinstance(data, ShardSource):
-            return data.arrange(grid, rng, duplicates, ways)
-        return arrange(data, grid, rng, duplicates, parallel=self.n_threads > 1, ways=ways)
+            return data.arrange(grid, rng, duplicates, ways, shuffle)
+        return arrange(
+            data, grid, rng, duplicates, parallel=self.n_threads > 1, ways=ways, shuffle=shuffle
+        )
 
-    def start(self, layout, loss, state):
+    def start(self, layout, loss, state, sampling=None):
         """Place the blocks (unless already on the workers) and push ``state``."""
         client = self.client
         self.kernels, self.grid, self.state = loss.kernels_for(layout.nnz), layout.grid, state
+        self.sampling = sampling if loss.sampled else None
+        self.seeds = layout.seeds
+        self.block_losses = None  # a sampled loss's per-block loss futures, from the last pass
         grid = layout.grid
         self.user_bounds = stripe_bounds(layout.user_perm.shape[0], grid)
         self.item_bounds = stripe_bounds(layout.item_perm.shape[0], grid)
@@ -642,7 +662,11 @@ class DaskBackend:
             for bi in range(grid):  # a worker fetches an item stripe once, then reuses it
                 needed = {self.owner[bu] for bu in range(grid)} - {self.holder[bi]}
                 self.bytes_moved += len(needed) * self.stripe_bytes[bi]
-            for block in range(grid * grid):
+            if self.sampling is not None:
+                if self.block_losses is None:  # before the first epoch: a pass that changes nothing
+                    self.block_losses = self._sampled_evaluation()
+                losses = [self.block_losses[block] for block in range(grid * grid)]
+            for block in range(grid * grid if self.sampling is None else 0):
                 bu, bi = divmod(block, grid)
                 losses.append(
                     client.submit(
@@ -674,15 +698,41 @@ class DaskBackend:
                 penalty += bias_part if which else factor_part
         return block_loss, penalty, all(finite for _, _, finite in parts)
 
-    def epoch(self, schedule, lr, l2):
-        """Run one epoch of ``schedule`` on the workers' training state."""
+    def epoch(self, schedule, lr, l2, number):
+        """Run epoch ``number`` of ``schedule`` on the workers' training state."""
         try:
-            self._epoch(schedule, lr, l2)
+            self._epoch(schedule, lr, l2, number)
         except Exception as error:  # a lost worker, a killed task, a broken connection
             raise self._lost("this epoch", error) from error
 
-    def _epoch(self, schedule, lr, l2):
+    def _sampled_evaluation(self):
+        """Each block's sampled loss with the current state, changing nothing (futures)."""
+        grid, streams = self.grid, epoch_streams(self.seeds, 0)
+        arguments = self.sampling.arguments()
+        losses = {}
+        for block in range(grid * grid):
+            bu, bi = divmod(block, grid)
+            out = self.client.submit(
+                _run_block,
+                self.kernels,
+                self.blocks[block],
+                self.users[bu],
+                self.items[bi],
+                np.float32(0),
+                np.float32(0),
+                (streams[block], arguments, False),
+                workers=[self.owner[bu]],
+                pure=False,
+            )
+            losses[block] = self.client.submit(operator.getitem, out, 2, pure=False)
+            self.tasks += 2
+        return losses
+
+    def _epoch(self, schedule, lr, l2, number):
         grid, client = self.grid, self.client
+        if self.sampling is not None:
+            streams, arguments = epoch_streams(self.seeds, number), self.sampling.arguments()
+            self.block_losses = {}
         users, items = self.users, self.items
         self.bytes_moved, self.tasks = 0, 0
         done = [0] * grid
@@ -706,6 +756,9 @@ class DaskBackend:
                     self.bytes_moved += self.stripe_bytes[bi]
                     self.holder[bi] = self.owner[bu]
                 self.tasks += 2
+                sampled = None
+                if self.sampling is not None:
+                    sampled = (streams[int(block)], arguments, True)
                 out = client.submit(
                     _run_block,
                     self.kernels,
@@ -714,9 +767,15 @@ class DaskBackend:
                     items[bi],
                     lr,
                     l2,
+                    sampled,
                     workers=where,
                     pure=False,
                 )
+                if sampled is not None:
+                    self.tasks += 1
+                    self.block_losses[int(block)] = client.submit(
+                        operator.getitem, out, 2, workers=where, pure=False
+                    )
                 if self.report is not None:
                     out.add_done_callback(finished(index))
                 users[bu] = out

@@ -104,7 +104,8 @@ class Dataset:
     ----------
     users, items : array_like of int or str
         Raw ids of each rating (numpy arrays, lists or pandas columns).
-    values : array_like of float
+    values : array_like of float, optional
+        One value per rating; all ones if not given (implicit feedback).
     user_map, item_map : IdMap, optional
         Reuse existing maps (e.g. a training set's for a test set); ratings
         with ids outside them raise.
@@ -118,10 +119,10 @@ class Dataset:
     shape : tuple (len(user_map), len(item_map))
     """
 
-    def __init__(self, users, items, values, user_map=None, item_map=None):
+    def __init__(self, users, items, values=None, user_map=None, item_map=None):
         users = _as_id_array(users, "users")
         items = _as_id_array(items, "items")
-        self.values = np.asarray(values)
+        self.values = np.ones(users.size, np.float32) if values is None else np.asarray(values)
         if not users.size == items.size == self.values.size:
             raise ValueError(
                 f"users, items and values must have the same length; got {users.size}, "

@@ -61,6 +61,11 @@ def _first_line_fields(path, sep):
     return sep, [_unquote(field) for field in _split(first, sep)]
 
 
+def count_fields(path, sep="infer"):
+    """Return the number of fields on the first line of a delimited text file."""
+    return len(_first_line_fields(os.fspath(path), sep)[1])
+
+
 def _unquote(field):
     """Strip blanks and one pair of surrounding double quotes (CSV quoting)."""
     field = field.strip()

@@ -98,7 +98,7 @@ def large_fits(monkeypatch):
 
 def model_coo(model_class, seed, m=30, n=20, nnz=200):
     """Like :func:`random_coo`, with values ``model_class`` trains on (its loss's kind)."""
-    return random_coo(seed, m, n, nnz, binary=model_class._loss.name == "logistic")
+    return random_coo(seed, m, n, nnz, binary=model_class()._loss.binary)
 
 
 @pytest.fixture(params=MODELS, ids=lambda model_class: model_class.__name__)

@@ -246,8 +246,9 @@ def test_serial_fit_never_starts_the_thread_pool():
         sys.path.insert(0, sys.argv[1])
         from conftest import MODELS
         X = np.random.default_rng(0).integers(0, 3, size=(60, 40)) - 1
-        for cls in MODELS:
-            cls(k=4, n_epochs=3, tol=None, n_threads=1).fit(X)
+        for cls in MODELS:  # implicit feedback takes positive weights
+            data = np.abs(X) if cls()._loss.sampled else X
+            cls(k=4, n_epochs=3, tol=None, n_threads=1).fit(data)
         print(pool._is_initialized)
         """
     )
@@ -356,8 +357,8 @@ def test_small_fits_run_serially_with_the_quick_to_compile_kernels(monkeypatch):
         seen.append(parallel)
         return real_arrange(*args, parallel=parallel, **kwargs)
 
-    def start(self, layout, loss, state):
-        real_start(self, layout, loss, state)
+    def start(self, layout, loss, state, sampling=None):
+        real_start(self, layout, loss, state, sampling)
         seen.append((self.kernels.name, self.n_threads))
 
     monkeypatch.setattr(fastmf._backend, "arrange", arrange)

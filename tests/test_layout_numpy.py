@@ -43,9 +43,10 @@ def kept_entries(arrays, offsets, results):
     ways=st.sampled_from([1, 2, 4]),
     duplicates=st.sampled_from(["raise", "sum", "last"]),
     repeats=st.integers(0, 40),
+    shuffle=st.booleans(),
 )
 def test_numpy_block_sort_equals_the_serial_and_parallel_kernels(
-    seed, m, n, grid, ways, duplicates, repeats
+    seed, m, n, grid, ways, duplicates, repeats, shuffle
 ):
     nnz = min(m * n, 300)
     rows, cols, values = with_duplicates(seed, m, n, nnz, repeats)
@@ -58,13 +59,15 @@ def test_numpy_block_sort_equals_the_serial_and_parallel_kernels(
     for how in ("numpy", "serial", "parallel"):
         arrays = [block_rows.copy(), block_cols.copy(), block_values.copy()]
         if how == "numpy":
-            results = _layout_numpy.canonicalize_blocks(*arrays, offsets, seeds, policy, ways)
+            results = _layout_numpy.canonicalize_blocks(
+                *arrays, offsets, seeds, policy, ways, shuffle
+            )
         else:
             results = np.zeros((grid * grid, 4), dtype=np.int64)
             kernel = (
                 _blocks._canonicalize_serial if how == "serial" else _blocks._canonicalize_parallel
             )
-            kernel(*arrays, offsets, seeds, policy, ways, results)
+            kernel(*arrays, offsets, seeds, policy, ways, shuffle, results)
         outcomes.append((results, kept_entries(arrays, offsets, results)))
     reference_results, reference = outcomes[1]
     assert reference_results[:, 1].sum() == repeats

@@ -12,6 +12,7 @@ def test_public_namespace_is_pinned():
         "Dataset",
         "DivergenceError",
         "IdMap",
+        "ImplicitMF",
         "MatrixFactorization",
         "ModelFileError",
         "NotFittedError",
