@@ -78,7 +78,15 @@ class LocalBackend:
         if self.sampling is not None:
             self._sampled_pass(schedule, lr, l2, number, update=True)
             return
-        self._sgd_epoch(self.kernels, *self._data(), schedule, *self.state.arrays(), lr, l2)
+        self._sgd_epoch(
+            self.kernels,
+            *self._data(),
+            schedule,
+            *self.state.arrays(),
+            lr,
+            l2,
+            self.layout.weights,
+        )
 
     def _sampled_pass(self, schedule, lr, l2, number, update):
         self._sampled_epoch(
@@ -100,7 +108,9 @@ class LocalBackend:
         """Return ``(block_loss, penalty, finite)``; see the module docstring."""
         state, layout = self.state, self.layout
         if self.sampling is None:
-            self._objective(self.kernels, *self._data(), *state.arrays()[:4], self._block_loss)
+            self._objective(
+                self.kernels, *self._data(), *state.arrays()[:4], self._block_loss, layout.weights
+            )
         elif not self._passed:
             every_block = np.arange(layout.grid**2, dtype=np.int64).reshape(layout.grid, -1)
             self._sampled_pass(every_block, np.float32(0), np.float32(0), 0, update=False)

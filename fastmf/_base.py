@@ -1,5 +1,7 @@
 """The fit template and everything a fitted model does, written once for all models."""
 
+import copy
+import dataclasses
 import inspect
 import math
 import warnings
@@ -15,7 +17,13 @@ from ._persistence import register_model_class, save_model
 from ._recommend import RecommenderMixin
 from ._state import TrainingState, normal_factors
 from ._stopping import StoppingRules
-from ._validation import check_coo, check_factor_memory, check_pairs, check_random_state
+from ._validation import (
+    check_coo,
+    check_factor_memory,
+    check_pairs,
+    check_random_state,
+    check_sample_weight,
+)
 from .exceptions import ConvergenceWarning, NotFittedError
 from .ids import Dataset, IdMap, _as_id_array
 
@@ -176,6 +184,7 @@ class MatrixFactorization(RecommenderMixin):
         X,
         y=None,
         *,
+        sample_weight=None,
         X_val=None,
         callback=None,
         shape=None,
@@ -197,6 +206,16 @@ class MatrixFactorization(RecommenderMixin):
             takes raw ids (the maps are kept in ``user_map_``, ``item_map_``).
         y : None
             Ignored; present for scikit-learn pipeline compatibility.
+        sample_weight : array_like of shape (n_entries,), optional
+            A non-negative weight per observed entry, in the order of ``X``'s
+            entries (the triplets; ``X.tocoo()``'s stored entries for a sparse
+            matrix; row-major non-zeros for a dense one; a Dataset's ratings).
+            It scales the entry's data loss and its gradient (not the L2
+            penalty); the objective, ``loss_curve_`` and the global mean
+            ``global_mean_`` are weighted too, the validation metric is not.
+            Not with sharded Dask input, nor with ``duplicates="sum"`` (whose
+            weight a merged entry should take is ambiguous); with ``"last"``
+            the last entry's weight is kept.
         X_val : same forms as ``X``, optional
             Validation entries (ids within the training shape). Their error
             (RMSE for the squared loss, mean log loss for the logistic) is
@@ -240,6 +259,9 @@ class MatrixFactorization(RecommenderMixin):
         backend = self._backend(client, params)
         X, X_val, shape, maps = _unpack_dataset(X, X_val, shape)
         data = backend.open(X, self._check_input, shape, duplicates)
+        weights = None
+        if sample_weight is not None:
+            weights = check_sample_weight(sample_weight, data, duplicates)
         val = None if X_val is None else self._check_input(X_val, data.shape, "last")
         check_factor_memory(data.shape, params["k"])
         rng = check_random_state(params["random_state"])
@@ -254,6 +276,7 @@ class MatrixFactorization(RecommenderMixin):
             params,
             backend,
             val=val,
+            weights=weights,
             callback=callback,
             checkpoint=checkpoint,
             resume=resume,
@@ -308,16 +331,23 @@ class MatrixFactorization(RecommenderMixin):
                 "MatrixFactorization is a base class; fit RealValueMF or BinaryMF instead."
             )
 
-    def _train(self, data, duplicates, factors, rng, params, backend, val=None, warm=None, **run):
+    def _train(
+        self, data, duplicates, factors, rng, params, backend, val=None, warm=None, weights=None,
+        **run,
+    ):  # fmt: skip
         """Arrange the data in blocks, train on ``backend``, and commit the fitted state.
 
         ``factors``, the user and item factors (float32, C-contiguous, original
         id order), are taken over: training reorders and updates them in place.
         ``warm`` (partial_fit) holds the global mean, biases and seen items
-        that a warm start keeps; ``run`` (``callback``, ``checkpoint``,
+        that a warm start keeps; ``weights`` (float32, one per entry of
+        ``data``) are sample weights; ``run`` (``callback``, ``checkpoint``,
         ``resume``) goes to :func:`fastmf._driver.train`.
         """
         loss = self._loss
+        if weights is not None and loss.sampled:  # an interaction's weight is its value
+            data = type(data)(data.rows, data.cols, data.values * weights, data.shape)
+            weights = None
         m, n = data.shape
         grid = params["grid"] or choose_grid(m, n, data.nnz, params["k"])
         # More stripes than users, items or sqrt(ratings) only adds empty blocks.
@@ -327,7 +357,12 @@ class MatrixFactorization(RecommenderMixin):
         wanted = params["n_threads"] if data.nnz >= _losses.SMALL_FIT_RATINGS else 1
         with numba_threads(wanted) as threads:
             backend.n_threads = threads  # fewer where more would be unsafe (fastmf._jit)
+            weight_rng = copy.deepcopy(rng) if weights is not None else None
             layout = backend.arrange(data, grid, rng, duplicates, loss.interleave, loss.shuffle)
+            if weights is not None:
+                layout = _with_weights(
+                    layout, data, weights, backend, grid, weight_rng, duplicates, loss
+                )
             value_scale = _value_scale(data)
             del data  # the layout is the copy of the ratings kept while training
             global_mean = 0.0
@@ -336,11 +371,15 @@ class MatrixFactorization(RecommenderMixin):
                 # (the layout is fit's own copy, so in place is safe). Summed
                 # block by block, so that a fit whose blocks live on a cluster
                 # gets the same bits.
-                global_mean = (
-                    float(np.sum(layout.value_sums())) / layout.nnz
-                    if warm is None
-                    else warm["global_mean"]
-                )
+                if warm is not None:
+                    global_mean = warm["global_mean"]
+                elif layout.weights is not None:  # the weighted mean (weights are in memory)
+                    global_mean = float(
+                        np.dot(layout.values.astype(np.float64), layout.weights)
+                        / np.sum(layout.weights, dtype=np.float64)
+                    )
+                else:
+                    global_mean = float(np.sum(layout.value_sums())) / layout.nnz
                 layout.subtract(np.float32(global_mean))
             state = TrainingState.start(
                 layout,
@@ -495,7 +534,7 @@ class MatrixFactorization(RecommenderMixin):
         return out.reshape(out_shape)
 
     # ------------------------------------------------------ new data
-    def partial_fit(self, X, *, shape=None, duplicates="raise"):
+    def partial_fit(self, X, *, sample_weight=None, shape=None, duplicates="raise"):
         """Continue training on new ratings, growing the model for new ids.
 
         A warm start: the current factors (and biases) are the initial values,
@@ -508,7 +547,7 @@ class MatrixFactorization(RecommenderMixin):
 
         Parameters
         ----------
-        X, shape, duplicates
+        X, sample_weight, shape, duplicates
             As in :meth:`fit`. For a model fitted on a :class:`fastmf.Dataset`,
             ``X`` is a Dataset or ``(raw user ids, raw item ids, values)``
             (no ``shape``): new raw ids join the model's maps.
@@ -518,18 +557,21 @@ class MatrixFactorization(RecommenderMixin):
         self
         """
         if not hasattr(self, "user_factors_"):
-            return self.fit(X, shape=shape, duplicates=duplicates)
+            return self.fit(X, sample_weight=sample_weight, shape=shape, duplicates=duplicates)
         params = self._validated_params()
         if params["k"] != self.user_factors_.shape[1]:
             raise ValueError(
                 f"k changed since fit ({self.user_factors_.shape[1]} -> {params['k']})."
             )
         if getattr(self, "user_map_", None) is not None:
-            return self._partial_fit_raw(X, shape, duplicates, params)
+            return self._partial_fit_raw(X, shape, duplicates, params, sample_weight)
         if shape is None:
             coo = self._check_input(X, None, duplicates)
             shape = (max(coo.shape[0], self.n_users_), max(coo.shape[1], self.n_items_))
         coo = self._check_input(X, shape, duplicates)
+        weights = None
+        if sample_weight is not None:
+            weights = check_sample_weight(sample_weight, coo, duplicates)
         m, n = coo.shape
         if m < self.n_users_ or n < self.n_items_:
             raise ValueError(
@@ -552,9 +594,10 @@ class MatrixFactorization(RecommenderMixin):
             (self.seen_indptr_, self.seen_items_),
             rng,
             params,
+            weights,
         )
 
-    def _train_warm(self, coo, duplicates, factors, biases, seen, rng, params):
+    def _train_warm(self, coo, duplicates, factors, biases, seen, rng, params, weights=None):
         """Train on ``coo`` from the given state (original id order); the global mean is kept."""
         warm = {
             "global_mean": self.global_mean_,
@@ -563,10 +606,10 @@ class MatrixFactorization(RecommenderMixin):
             "seen": seen,
         }
         backend = LocalBackend(params["n_threads"])
-        self._train(coo, duplicates, factors, rng, params, backend, warm=warm)
+        self._train(coo, duplicates, factors, rng, params, backend, warm=warm, weights=weights)
         return self
 
-    def _partial_fit_raw(self, X, shape, duplicates, params):
+    def _partial_fit_raw(self, X, shape, duplicates, params, sample_weight=None):
         """:meth:`partial_fit` of a model fitted on raw ids: the maps grow, rows move."""
         if shape is not None:
             raise TypeError("This model was fitted on a Dataset: its shape follows its ids.")
@@ -591,6 +634,9 @@ class MatrixFactorization(RecommenderMixin):
             positions.append(grown.to_index(old.ids_))
         shape = (len(maps[0]), len(maps[1]))
         coo = self._check_input((rows[0], rows[1], values), shape, duplicates)
+        weights = None
+        if sample_weight is not None:
+            weights = check_sample_weight(sample_weight, coo, duplicates)
         check_factor_memory(shape, k)
         rng = check_random_state(params["random_state"])
         factors, biases = [], []
@@ -610,7 +656,7 @@ class MatrixFactorization(RecommenderMixin):
         np.cumsum(counts, out=indptr[1:])
         seen = positions[1][self.seen_items_].astype(np.int32)
         self._train_warm(
-            coo, duplicates, tuple(factors), tuple(biases), (indptr, seen), rng, params
+            coo, duplicates, tuple(factors), tuple(biases), (indptr, seen), rng, params, weights
         )
         self.user_map_, self.item_map_ = maps
         return self
@@ -637,6 +683,21 @@ def _value_scale(data):
     if not isinstance(values, np.ndarray) or values.size == 0:
         return None
     return max(float(values.max()), -float(values.min()))
+
+
+def _with_weights(layout, data, weights, backend, grid, rng, duplicates, loss):
+    """Return ``layout`` with the sample weights in its storage order.
+
+    The weights are laid out by the same code, from a copy of the random
+    generator as it was before the ratings' layout: the storage order depends
+    only on the (user, item) pairs and those draws, so each weight lands where
+    its rating did (at the cost of a transient second copy of the pairs).
+    """
+    weighted = type(data)(data.rows, data.cols, weights, data.shape)
+    placed = backend.arrange(weighted, grid, rng, duplicates, loss.interleave, loss.shuffle)
+    if not (np.array_equal(placed.rows, layout.rows) and np.array_equal(placed.cols, layout.cols)):
+        raise AssertionError("the sample weights were not stored in the ratings' order")
+    return dataclasses.replace(layout, weights=placed.values)
 
 
 # Validation of a sampled loss ranks the items of at most this many held-out

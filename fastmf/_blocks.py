@@ -68,6 +68,8 @@ class BlockLayout:
         Ratings per internal user / item.
     seeds : ndarray of int64, shape (grid * grid,)
         Each block's seed (its shuffle; the sampled losses' negatives).
+    weights : ndarray of float32, shape (nnz,), or None
+        Each stored entry's sample weight, in storage order (None: all ones).
     """
 
     rows: np.ndarray
@@ -80,6 +82,7 @@ class BlockLayout:
     user_counts: np.ndarray
     item_counts: np.ndarray
     seeds: np.ndarray
+    weights: np.ndarray = None
 
     @property
     def nnz(self):

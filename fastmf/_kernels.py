@@ -20,6 +20,9 @@ Conventions for every kernel:
 - ``item_factors``: float32, shape (n_items, k), C-contiguous.
 - ``lr``, ``l2``: float32 scalars (float32 keeps the inner loops in single
   precision; a float64 scalar would promote them).
+- ``weights``: float32, shape (nnz,), each entry's sample weight (it scales
+  the entry's data loss and its gradient, not the L2 penalty), or None (all
+  ones: a compile-time fact, so unweighted fits run the same code as before).
 - ``loss``: a :class:`fastmf._losses.KernelSet` (one loss's block kernels), a
   compile-time choice (see :class:`fastmf._jit.CompileTimeChoice`): the epoch
   and objective kernels run its block kernels (:func:`sgd_block`,
@@ -183,6 +186,14 @@ def _entry_gradient(logistic, user_factors, u, item_factors, i, value, user_bias
 
 
 @inline_kernel
+def _weighted(gradient, weights, t):
+    """Return ``gradient`` scaled by entry ``t``'s sample weight (unchanged without weights)."""
+    if weights is None:
+        return gradient
+    return gradient * weights[t]
+
+
+@inline_kernel
 def _prefetch_row(factors, row):
     """Start loading every cache line of ``factors[row]``."""
     for f in range(0, factors.shape[1], _LINE):
@@ -215,12 +226,15 @@ def _group_step(
     item_acc,
     lr,
     l2,
+    weights,
+    t,
 ):
     """Apply a grouped entry's step, recomputing its ``gradient`` first if it is ``stale``."""
     if stale:
-        gradient = _fresh_gradient(
+        fresh = _fresh_gradient(
             logistic, user_factors, u, item_factors, i, value, user_bias, item_bias
         )
+        gradient = _weighted(fresh, weights, t)
     _sgd_step(
         user_factors, u, item_factors, i, gradient, user_bias, item_bias, user_acc, item_acc, lr, l2
     )
@@ -242,13 +256,18 @@ def _sgd_one_at_a_time(
     item_acc,
     lr,
     l2,
+    weights,
 ):
     """One SGD step per entry of ``start:end``, in storage order, each right after its gradient."""
     for t in range(start, end):
         u = rows[t]
         i = cols[t]
-        gradient = _entry_gradient(
-            logistic, user_factors, u, item_factors, i, values[t], user_bias, item_bias
+        gradient = _weighted(
+            _entry_gradient(
+                logistic, user_factors, u, item_factors, i, values[t], user_bias, item_bias
+            ),
+            weights,
+            t,
         )
         _sgd_step(
             user_factors,
@@ -281,6 +300,7 @@ def _sgd_grouped(
     item_acc,
     lr,
     l2,
+    weights,
 ):
     """Apply one SGD step per entry of ``start:end``, exactly as one at a time in storage order.
 
@@ -313,6 +333,10 @@ def _sgd_grouped(
         g1 = _entry_gradient(logistic, user_factors, u1, item_factors, i1, y1, user_bias, item_bias)
         g2 = _entry_gradient(logistic, user_factors, u2, item_factors, i2, y2, user_bias, item_bias)
         g3 = _entry_gradient(logistic, user_factors, u3, item_factors, i3, y3, user_bias, item_bias)
+        g0 = _weighted(g0, weights, idx)
+        g1 = _weighted(g1, weights, idx + 1)
+        g2 = _weighted(g2, weights, idx + 2)
+        g3 = _weighted(g3, weights, idx + 3)
         # Bitwise | keeps this one test branch-free.
         shared = ((u0 == u1) | (u0 == u2) | (u0 == u3) | (u1 == u2) | (u1 == u3) | (u2 == u3)) | (
             (i0 == i1) | (i0 == i2) | (i0 == i3) | (i1 == i2) | (i1 == i3) | (i2 == i3)
@@ -322,20 +346,20 @@ def _sgd_grouped(
         )
         _group_step(
             shared, logistic, user_factors, u1, item_factors, i1, y1, g1,
-            user_bias, item_bias, user_acc, item_acc, lr, l2,
+            user_bias, item_bias, user_acc, item_acc, lr, l2, weights, idx + 1,
         )  # fmt: skip
         _group_step(
             shared, logistic, user_factors, u2, item_factors, i2, y2, g2,
-            user_bias, item_bias, user_acc, item_acc, lr, l2,
+            user_bias, item_bias, user_acc, item_acc, lr, l2, weights, idx + 2,
         )  # fmt: skip
         _group_step(
             shared, logistic, user_factors, u3, item_factors, i3, y3, g3,
-            user_bias, item_bias, user_acc, item_acc, lr, l2,
+            user_bias, item_bias, user_acc, item_acc, lr, l2, weights, idx + 3,
         )  # fmt: skip
         idx += LANES
     _sgd_one_at_a_time(
         logistic, rows, cols, values, idx, end, user_factors, item_factors,
-        user_bias, item_bias, user_acc, item_acc, lr, l2,
+        user_bias, item_bias, user_acc, item_acc, lr, l2, weights,
     )  # fmt: skip
 
 
@@ -354,6 +378,7 @@ def sgd_block_squared(
     item_acc,
     lr,
     l2,
+    weights=None,
 ):
     """Run SGD on the squared loss over entries ``start:end``, in storage order.
 
@@ -363,7 +388,7 @@ def sgd_block_squared(
     """
     _sgd_one_at_a_time(
         False, rows, cols, values, start, end, user_factors, item_factors,
-        user_bias, item_bias, user_acc, item_acc, lr, l2,
+        user_bias, item_bias, user_acc, item_acc, lr, l2, weights,
     )  # fmt: skip
 
 
@@ -382,6 +407,7 @@ def sgd_block_logistic(
     item_acc,
     lr,
     l2,
+    weights=None,
 ):
     """Run SGD on the logistic loss over entries ``start:end``, in storage order.
 
@@ -405,6 +431,7 @@ def sgd_block_logistic(
         item_acc,
         lr,
         l2,
+        weights,
     )
 
 
@@ -423,6 +450,7 @@ def sgd_block_logistic_one_at_a_time(
     item_acc,
     lr,
     l2,
+    weights=None,
 ):
     """Like :func:`sgd_block_logistic` (the same bits), one entry at a time.
 
@@ -431,13 +459,13 @@ def sgd_block_logistic_one_at_a_time(
     """
     _sgd_one_at_a_time(
         True, rows, cols, values, start, end, user_factors, item_factors,
-        user_bias, item_bias, user_acc, item_acc, lr, l2,
+        user_bias, item_bias, user_acc, item_acc, lr, l2, weights,
     )  # fmt: skip
 
 
 def sgd_block(
     loss, rows, cols, values, start, end, user_factors, item_factors,
-    user_bias, item_bias, user_acc, item_acc, lr, l2,
+    user_bias, item_bias, user_acc, item_acc, lr, l2, weights,
 ):  # fmt: skip
     """Run the SGD block kernel of ``loss``, a :class:`fastmf._losses.KernelSet`.
 
@@ -450,24 +478,24 @@ def sgd_block(
 @overload(sgd_block, inline="always")
 def _sgd_block_for(
     loss, rows, cols, values, start, end, user_factors, item_factors,
-    user_bias, item_bias, user_acc, item_acc, lr, l2,
+    user_bias, item_bias, user_acc, item_acc, lr, l2, weights,
 ):  # fmt: skip
     block_kernel = chosen(loss).sgd_block
 
     def run(
         loss, rows, cols, values, start, end, user_factors, item_factors,
-        user_bias, item_bias, user_acc, item_acc, lr, l2,
+        user_bias, item_bias, user_acc, item_acc, lr, l2, weights,
     ):  # fmt: skip
         block_kernel(
             rows, cols, values, start, end, user_factors, item_factors,
-            user_bias, item_bias, user_acc, item_acc, lr, l2,
+            user_bias, item_bias, user_acc, item_acc, lr, l2, weights,
         )  # fmt: skip
 
     return run
 
 
 def block_loss(loss, rows, cols, values, start, end, user_factors, item_factors, user_bias,
-               item_bias):  # fmt: skip
+               item_bias, weights):  # fmt: skip
     """Return the data loss over entries ``start:end`` of ``loss``, a ``KernelSet``.
 
     Callable from compiled kernels only.
@@ -477,14 +505,16 @@ def block_loss(loss, rows, cols, values, start, end, user_factors, item_factors,
 
 @overload(block_loss, inline="always")
 def _block_loss_for(
-    loss, rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias
+    loss, rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias, weights
 ):
     loss_kernel = chosen(loss).block_loss
 
-    def run(loss, rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias):
+    def run(loss, rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias,
+            weights):  # fmt: skip
         return loss_kernel(
-            rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias
-        )
+            rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias,
+            weights,
+        )  # fmt: skip
 
     return run
 
@@ -505,6 +535,7 @@ def sgd_epoch_serial(
     item_acc,
     lr,
     l2,
+    weights=None,
 ):
     """Run one SGD epoch: every block of ``schedule``, stratum by stratum, on one thread.
 
@@ -528,6 +559,7 @@ def sgd_epoch_serial(
                 item_acc,
                 lr,
                 l2,
+                weights,
             )
 
 
@@ -547,6 +579,7 @@ def sgd_epoch_parallel(
     item_acc,
     lr,
     l2,
+    weights=None,
 ):
     """Run one SGD epoch like :func:`sgd_epoch_serial`, the blocks of a stratum in parallel.
 
@@ -573,6 +606,7 @@ def sgd_epoch_parallel(
                 item_acc,
                 lr,
                 l2,
+                weights,
             )
 
 
@@ -883,26 +917,26 @@ def sampled_epoch_parallel(loss, rows, cols, values, block_offsets, schedule, it
 # ----------------------------------------------------------------- objective
 @kernel
 def block_loss_squared(
-    rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias
+    rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias, weights=None
 ):
-    """Return ``sum 0.5 * (r - s)**2`` over entries ``start:end``, in float64."""
+    """Return ``sum 0.5 * w * (r - s)**2`` over entries ``start:end``, in float64."""
     total = 0.0
     for idx in range(start, end):
         score = _score(user_factors, rows[idx], item_factors, cols[idx], user_bias, item_bias)
         err = np.float64(values[idx] - score)
-        total += 0.5 * err * err
+        total += _weighted(0.5 * err * err, weights, idx)
     return total
 
 
 @kernel
 def block_loss_logistic(
-    rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias
+    rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias, weights=None
 ):
-    """Return ``sum log(1 + exp(-y * s))`` over entries ``start:end``, in float64."""
+    """Return ``sum w * log(1 + exp(-y * s))`` over entries ``start:end``, in float64."""
     total = 0.0
     for idx in range(start, end):
         score = _score(user_factors, rows[idx], item_factors, cols[idx], user_bias, item_bias)
-        total += np.float64(_softplus(-values[idx] * score))
+        total += _weighted(np.float64(_softplus(-values[idx] * score)), weights, idx)
     return total
 
 
@@ -918,6 +952,7 @@ def objective_serial(
     user_bias,
     item_bias,
     out,
+    weights=None,
 ):
     """Write each block's data loss (``loss.block_loss``) into ``out`` (float64), on one thread.
 
@@ -936,6 +971,7 @@ def objective_serial(
             item_factors,
             user_bias,
             item_bias,
+            weights,
         )
 
 
@@ -951,6 +987,7 @@ def objective_parallel(
     user_bias,
     item_bias,
     out,
+    weights=None,
 ):
     """Like :func:`objective_serial`, blocks in parallel (same bits)."""
     for block in numba.prange(block_offsets.shape[0] - 1):
@@ -965,6 +1002,7 @@ def objective_parallel(
             item_factors,
             user_bias,
             item_bias,
+            weights,
         )
 
 

@@ -42,6 +42,43 @@ class Coo:
         return self.rows.shape[0]
 
 
+def check_sample_weight(sample_weight, data, duplicates):
+    """Return ``sample_weight`` as float32 weights, one per entry of ``data`` (a Coo), or raise.
+
+    They must be finite, non-negative and not all zero; sharded input and
+    ``duplicates="sum"`` take none.
+    """
+    if not hasattr(data, "values") or data.values is None:
+        raise ValueError(
+            "sample_weight is not supported with sharded Dask input; put the weights in the "
+            "values, or fit in-memory data."
+        )
+    if duplicates == "sum":
+        raise ValueError(
+            "sample_weight with duplicates='sum' is ambiguous (which weight does a merged "
+            "entry take?); merge the duplicates first, or use duplicates='last'."
+        )
+    weights = np.asarray(sample_weight)
+    if weights.dtype == object or weights.dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight must hold numbers, got dtype {weights.dtype}.")
+    if weights.ndim != 1 or weights.shape[0] != data.nnz:
+        raise ValueError(
+            f"sample_weight must be 1-D with one weight per entry of X ({data.nnz}); got "
+            f"shape {weights.shape}."
+        )
+    weights = weights.astype(np.float32)
+    bad = ~np.isfinite(weights) | (weights < 0)
+    if bad.any():
+        at = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"sample_weight must be finite and >= 0; entry {at} is {float(weights[at])!r} "
+            f"({int(bad.sum())} bad weight(s))."
+        )
+    if not weights.any():
+        raise ValueError("sample_weight is all zeros: nothing would be learned.")
+    return weights
+
+
 def check_coo(X, shape=None, *, duplicates="raise"):
     """Turn ``X`` into checked :class:`Coo` arrays.
 

@@ -243,11 +243,12 @@ def _subtract(block, value):
 
 def _block_objective(kernels, block, user_holder, item_state):
     """Worker task: one block's data loss (float64), as local training computes it."""
-    rows, cols, values = block
+    rows, cols, values = block[:3]
+    weights = block[3] if len(block) > 3 else None
     user_state = user_holder[0]
     return kernels.block_loss(
         rows, cols, values, 0, rows.shape[0], user_state[0], item_state[0], user_state[1],
-        item_state[1],
+        item_state[1], weights,
     )  # fmt: skip
 
 
@@ -273,6 +274,7 @@ class ShardedLayout:
     """
 
     rows = cols = values = None
+    weights = None  # sample weights are for in-memory input only
 
     def __init__(self, client, grid, user_perm, item_perm, owner, blocks, stats, seeds):
         self.client, self.grid, self.owner, self.blocks = client, grid, owner, blocks
@@ -471,7 +473,8 @@ def _run_block(kernels, block, user_holder, item_state, lr, l2, sampled=None):
     the block's sampled loss is returned third; its negatives come from the
     whole (stripe-local) item stripe, as in local training.
     """
-    rows, cols, values = block
+    rows, cols, values = block[:3]
+    weights = block[3] if len(block) > 3 else None
     user_state = tuple(None if a is None else a.copy() for a in user_holder[0])
     item_state = tuple(None if a is None else a.copy() for a in item_state)
     if sampled is not None:
@@ -496,6 +499,7 @@ def _run_block(kernels, block, user_holder, item_state, lr, l2, sampled=None):
         item_state[2],
         lr,
         l2,
+        weights,
     )
     return user_state, item_state
 
@@ -566,6 +570,8 @@ class DaskBackend:
                     (layout.cols[start:end] - self.item_bounds[bi]).astype(np.int32),
                     layout.values[start:end].copy(),
                 )
+                if layout.weights is not None:
+                    local += (layout.weights[start:end].copy(),)
                 self.blocks[block] = self._scatter(local, self.owner[bu])
         self.user_counts = {
             b: self._scatter(self._part(layout.user_counts, self.user_bounds, b), self.owner[b])

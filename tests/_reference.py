@@ -30,8 +30,11 @@ def sgd_epoch(
     item_bias=None,
     user_acc=None,
     item_acc=None,
+    weights=None,
 ):
     """One SGD pass; returns new factors and the summed pre-update loss.
+
+    ``weights`` (one per entry) scale each entry's data loss and its gradient.
 
     With biases (arrays, updated in place as float64 copies are returned via
     the same arrays) the score adds b_u + b_i; with accumulators the step is
@@ -45,8 +48,9 @@ def sgd_epoch(
         u, i, r = rows[idx], cols[idx], float(values[idx])
         p, q = P[u].copy(), Q[i].copy()
         score = p @ q + (user_bias[u] + item_bias[i] if use_bias else 0.0)
-        total += data_loss(loss, r, score)
-        g = neg_dloss_dscore(loss, r, score)
+        w = 1.0 if weights is None else float(weights[idx])
+        total += w * data_loss(loss, r, score)
+        g = w * neg_dloss_dscore(loss, r, score)
         grad_p, grad_q = g * q - l2 * p, g * p - l2 * q
         lr_u = lr_i = lr
         if user_acc is not None:

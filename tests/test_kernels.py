@@ -162,6 +162,7 @@ def grouped(logistic, rows, cols, values, P, Q, user_bias, item_bias, user_acc, 
         item_acc,
         lr,
         l2,
+        None,
     )
 
 
@@ -321,11 +322,14 @@ def test_each_kernel_compiles_once_per_signature():
         P, Q = factors(10, m, n, k)
         for _ in range(2):
             run_sgd("squared", rows, cols, values, np.arange(rows.size), P, Q, 0.01, 0.0)
-    # The same argument types (int32 ids, no biases, no AdaGrad) compiled once.
+    # The same argument types (int32 ids, no biases, no AdaGrad, weights
+    # left out) compiled once.
     int32_signatures = [
         sig
         for sig in _kernels.sgd_block_squared.signatures
-        if sig[0] == numba.typeof(rows) and all(t == numba.types.none for t in sig[7:11])
+        if sig[0] == numba.typeof(rows)
+        and all(t == numba.types.none for t in sig[7:11])
+        and isinstance(sig[13], numba.types.Omitted)
     ]
     assert len(int32_signatures) == 1
 
