@@ -63,7 +63,7 @@ def add_commands(commands, formatter):
     )
     fit.add_argument("-k", type=int, default=32, help="number of latent factors")
     fit.add_argument(
-        "--epochs", type=int, help="maximum epochs (default 100; 50 for the implicit losses)"
+        "--epochs", type=int, help="maximum epochs (default 100; 30 for the implicit losses)"
     )
     fit.add_argument("--lr", type=float, help="learning rate (model default if omitted)")
     fit.add_argument("--l2", type=float, help="L2 weight (model default if omitted)")
