@@ -294,3 +294,63 @@ def test_save_load_round_trip_keeps_the_loss_and_the_recommendations(tmp_path):
     np.testing.assert_array_equal(
         loaded.recommend(np.arange(5))[0], model.recommend(np.arange(5))[0]
     )
+
+
+def test_ranking_metrics_count_every_held_out_interaction_as_relevant():
+    # On positive-only data the held-out values are all 1 (or confidences):
+    # with no threshold, each held-out item is relevant, whatever its value.
+    from fastmf.metrics import map_at_k, recall_at_k
+
+    train, test, shape = planted(7)
+    model = ImplicitMF(k=8, random_state=0).fit(train, shape=shape)
+    weighted = (test[0], test[1], np.random.default_rng(0).uniform(0.5, 3, test[0].size))
+    users = np.unique(test[0])
+    top = model.recommend(users, n=10)[0]
+    hits = np.array([np.isin(top[r], test[1][test[0] == u]) for r, u in enumerate(users)])
+    relevant = np.array([np.sum(test[0] == u) for u in users])
+    discounts = 1 / np.log2(np.arange(10) + 2)
+    ideal = np.array([discounts[: min(n, 10)].sum() for n in relevant])
+    precision_at = np.cumsum(hits, axis=1) / np.arange(1, 11)
+    expected = {
+        precision_at_k: hits.sum(1).mean() / 10,
+        recall_at_k: (hits.sum(1) / relevant).mean(),
+        ndcg_at_k: ((hits * discounts).sum(1) / ideal).mean(),
+        map_at_k: ((precision_at * hits).sum(1) / np.minimum(relevant, 10)).mean(),
+    }
+    for metric, value in expected.items():
+        assert metric(model, test, k=10) == pytest.approx(value)
+        assert metric(model, weighted, k=10) == pytest.approx(value)
+    assert expected[precision_at_k] > 0.05
+
+
+@pytest.mark.parametrize("loss", ["logistic", "bpr"])
+def test_checkpoint_and_resume_draw_the_same_negatives(tmp_path, loss):
+    from conftest import digest
+
+    train, _, shape = planted(8)
+    settings = dict(k=4, loss=loss, n_epochs=6, random_state=3, grid=3)
+    full = ImplicitMF(**settings).fit(train, shape=shape)
+    path = tmp_path / "ckpt.npz"
+    ImplicitMF(**settings).fit(
+        train, shape=shape, checkpoint=path, callback=lambda info: info["epoch"] < 3
+    )
+    resumed = ImplicitMF(**settings).fit(train, shape=shape, resume=path)
+    assert digest(resumed) == digest(full) and resumed.n_iter_ == 6
+    with pytest.raises(ValueError, match="other data or hyperparameters"):
+        ImplicitMF(**{**settings, "n_negatives": 2}).fit(train, shape=shape, resume=path)
+
+
+def test_partial_fit_adds_users_and_items_and_remembers_what_they_saw():
+    train, _, (m, n) = planted(9)
+    old = train[0] < 250
+    model = ImplicitMF(k=8, random_state=0).fit((train[0][old], train[1][old]), shape=(250, n))
+    new_users = (train[0][~old], train[1][~old])
+    model.partial_fit(new_users, shape=(m, n + 5))
+    assert (model.n_users_, model.n_items_) == (m, n + 5)
+    for user in (3, 260):  # an old user and a new one
+        seen = set(train[1][train[0] == user].tolist())
+        ids = model.recommend(user, n=20)[0]
+        assert not seen & set(ids.tolist())
+    # The new users learned their groups from their own interactions.
+    top = model.recommend(np.arange(250, m), n=5)[0]
+    assert np.mean(top % 5 == (np.arange(250, m) % 5)[:, None]) > 0.7
