@@ -12,7 +12,7 @@ implicit 0.7.x with ``factors=32`` and its defaults, and a popularity baseline.
 
 Second data set (``test_synthetic_quality_and_time_to_als``): 10M generated
 interactions of 200k users x 20k items (``FASTMF_BENCH_INTERACTIONS`` sets the
-count; :func:`make_interactions`): power-law user activity and item popularity,
+count; :func:`fastmf.datasets.make_interactions`): power-law user activity and item popularity,
 and taste: users and items fall in 50 groups, and 60% of a user's interactions
 are with items of its own group (drawn by popularity within the group), the
 rest by popularity overall. The same per-user split; metrics over a fixed
@@ -42,6 +42,7 @@ import pytest
 import scipy.sparse as sp
 
 import fastmf
+from fastmf.datasets import make_interactions
 from fastmf.model_selection import train_test_split
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -54,32 +55,6 @@ ROUNDS = int(os.environ.get("FASTMF_BENCH_ROUNDS", 2))
 INTERACTIONS = int(os.environ.get("FASTMF_BENCH_INTERACTIONS", 10_000_000))
 N_USERS, N_ITEMS, K = 200_000, 20_000, 32
 EVAL_USERS = 2000
-
-
-def _zipf(n, skew, rng):
-    """Cumulative popularity weights ``(rank + 1) ** -skew`` of ``n`` things in random order."""
-    weights = (np.arange(n) + 1.0) ** -skew
-    return np.cumsum(weights[rng.permutation(n)]) / weights.sum()
-
-
-def make_interactions(n_users, n_items, n, groups=50, affinity=0.6, skew=0.8, seed=0):
-    """``n`` distinct (user, item) interactions with popularity and group taste (see above)."""
-    rng = np.random.default_rng(seed)
-    users_cdf = _zipf(n_users, skew, rng)
-    items_cdf = _zipf(n_items, skew, rng)
-    per_group = n_items // groups
-    local_cdf = _zipf(per_group, skew, rng)
-    keys = np.empty(0, dtype=np.int64)
-    while keys.size < n:
-        draw = int((n - keys.size) * 1.2) + 1000
-        users = np.searchsorted(users_cdf, rng.random(draw))
-        items = np.searchsorted(items_cdf, rng.random(draw))
-        own = rng.random(draw) < affinity
-        local = np.searchsorted(local_cdf, rng.random(own.sum()))
-        items[own] = users[own] % groups + groups * local
-        keys = np.unique(np.concatenate([keys, users * n_items + items]))
-    keys = keys[rng.permutation(keys.size)[:n]]
-    return np.divmod(keys, n_items)
 
 
 def _implicit():
@@ -197,12 +172,12 @@ def test_movielens_quality(benchmark):
 
 @pytest.fixture(scope="module")
 def interactions(request):
-    """``INTERACTIONS`` generated interactions (:func:`make_interactions`), split."""
+    """``INTERACTIONS`` generated interactions (``make_interactions``), split."""
     folder = request.config.cache.mkdir("fastmf-bench-data")
-    path = folder / f"interactions_groups_{N_USERS}_{N_ITEMS}_{INTERACTIONS}.npz"
+    path = folder / f"interactions_v2_{N_USERS}_{N_ITEMS}_{INTERACTIONS}.npz"
     if not path.exists():
-        rows, cols = make_interactions(N_USERS, N_ITEMS, INTERACTIONS)
-        np.savez(path, rows=rows, cols=cols)
+        data = make_interactions(N_USERS, N_ITEMS, INTERACTIONS, random_state=0)
+        np.savez(path, rows=data.rows, cols=data.cols)
     with np.load(path, allow_pickle=False) as stored:
         rows, cols = stored["rows"], stored["cols"]
     shape = (N_USERS, N_ITEMS)

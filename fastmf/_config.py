@@ -136,7 +136,8 @@ def warmup(models=None, n_threads=None, background=False, large=False, **params)
     Parameters
     ----------
     models : list of model classes, optional
-        Default: :class:`fastmf.RealValueMF` and :class:`fastmf.BinaryMF`.
+        Default: :class:`fastmf.RealValueMF`, :class:`fastmf.BinaryMF` and
+        :class:`fastmf.ImplicitMF`.
     n_threads : int or None, default=None
         As in the models; 1 compiles the serial kernels only.
     background : bool, default=False
@@ -155,9 +156,10 @@ def warmup(models=None, n_threads=None, background=False, large=False, **params)
         The compiling thread when ``background``, else None.
     """
     if models is None:
+        from ._implicit import ImplicitMF
         from ._models import BinaryMF, RealValueMF
 
-        models = (RealValueMF, BinaryMF)
+        models = (RealValueMF, BinaryMF, ImplicitMF)
     models = list(models)
 
     def compile_all():
@@ -172,7 +174,7 @@ def warmup(models=None, n_threads=None, background=False, large=False, **params)
             cols = (rows * 3 + np.tile(np.arange(per_user), n_users)) % per_user
             labels = np.where((rows + cols) % 2 == 0, 1.0, -1.0)
             for model_class in models:
-                values = labels if model_class._loss.binary else labels + 3.0
+                values = labels if model_class()._loss.binary else labels + 3.0
                 settings = {"k": 2, "n_epochs": 1, "tol": None, "random_state": 0, **params}
                 model = model_class(n_threads=n_threads, **settings)
                 model.fit((rows, cols, values), shape=(n_users, per_user))

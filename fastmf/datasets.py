@@ -10,6 +10,7 @@ __all__ = [
     "fetch_movielens",
     "get_data_home",
     "load_movielens",
+    "make_interactions",
     "make_synthetic",
 ]
 
@@ -114,6 +115,80 @@ def make_synthetic(
         rows.astype(np.int32),
         cols.astype(np.int32),
         values.astype(np.float32),
+        (n_users, n_items),
+    )
+
+
+def make_interactions(
+    n_users=20_000,
+    n_items=2_000,
+    n_interactions=500_000,
+    groups=50,
+    affinity=0.6,
+    skew=0.8,
+    random_state=0,
+):
+    """Generate seeded positive-only interactions with popularity and taste (for ImplicitMF).
+
+    Users and items get Zipf-like activity and popularity (the j-th most
+    active/popular has weight ``(j + 1) ** -skew``). Users and items belong to
+    ``groups`` groups (``id % groups``); a share ``affinity`` of each
+    interaction is with an item of the user's own group (drawn by popularity
+    within the group), the rest by popularity over all items. No (user, item)
+    pair appears twice; the entries come in random order.
+
+    Parameters
+    ----------
+    n_users, n_items : int
+    n_interactions : int
+        At most a third of ``n_users * n_items``.
+    groups : int, default=50
+        At most ``n_items``.
+    affinity : float in [0, 1], default=0.6
+    skew : float, default=0.8
+    random_state : int, default=0
+
+    Returns
+    -------
+    Ratings
+        ``(rows, cols, values, shape)`` with values all ones.
+    """
+    for name, value in (
+        ("n_users", n_users),
+        ("n_items", n_items),
+        ("n_interactions", n_interactions),
+        ("groups", groups),
+    ):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if n_interactions > n_users * n_items / 3:
+        raise ValueError(
+            f"n_interactions={n_interactions} is too dense for {n_users} x {n_items}; use at "
+            "most a third of n_users * n_items."
+        )
+    if groups > n_items:
+        raise ValueError(f"groups={groups} is more than n_items={n_items}.")
+    if not 0 <= affinity <= 1 or skew < 0:
+        raise ValueError("affinity must be in [0, 1] and skew non-negative.")
+    rng = np.random.default_rng(random_state)
+    user_weights = _popularity(n_users, skew, rng)
+    item_weights = _popularity(n_items, skew, rng)
+    per_group = n_items // groups
+    local_weights = _popularity(per_group, skew, rng)
+    keys = np.empty(0, dtype=np.int64)
+    while keys.shape[0] < n_interactions:
+        draw = int((n_interactions - keys.shape[0]) * 1.2) + 1000
+        users = _draw(user_weights, draw, rng)
+        items = _draw(item_weights, draw, rng)
+        own = rng.random(draw) < affinity
+        items[own] = users[own] % groups + groups * _draw(local_weights, int(own.sum()), rng)
+        keys = np.unique(np.concatenate((keys, users * n_items + items)))
+    keys = keys[rng.permutation(keys.shape[0])[:n_interactions]]
+    rows, cols = np.divmod(keys, n_items)
+    return Ratings(
+        rows.astype(np.int32),
+        cols.astype(np.int32),
+        np.ones(n_interactions, dtype=np.float32),
         (n_users, n_items),
     )
 

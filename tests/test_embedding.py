@@ -175,9 +175,14 @@ def test_warmup_in_the_background_compiles_what_a_default_fit_needs(tmp_path, la
         fastmf.RealValueMF(random_state=0, n_epochs=2, tol=None).fit(X).recommend([0, 1])
         y = rng.integers(-1, 2, size=(60, 40))
         fastmf.BinaryMF(random_state=0, n_epochs=2, tol=None).fit(y).recommend(0)
+        fastmf.ImplicitMF(random_state=0, n_epochs=2).fit(np.nonzero(X)).recommend(0)
         if {large}:  # 120,000 ratings: the threaded layout and the grouped kernels
             users, items = np.divmod(rng.permutation(400 * 300)[:120_000], 300)
-            for model in (fastmf.RealValueMF(n_epochs=1), fastmf.BinaryMF(n_epochs=1)):
+            for model in (
+                fastmf.RealValueMF(n_epochs=1),
+                fastmf.BinaryMF(n_epochs=1),
+                fastmf.ImplicitMF(n_epochs=1),
+            ):
                 values = rng.choice([-1.0, 1.0], size=users.size)
                 model.fit((users, items, values + 3 * (not model._loss.binary)))
         print("compiled", compiled)

@@ -354,3 +354,20 @@ def test_partial_fit_adds_users_and_items_and_remembers_what_they_saw():
     # The new users learned their groups from their own interactions.
     top = model.recommend(np.arange(250, m), n=5)[0]
     assert np.mean(top % 5 == (np.arange(250, m) % 5)[:, None]) > 0.7
+
+
+def test_make_interactions_is_seeded_distinct_and_has_group_taste():
+    from fastmf.datasets import make_interactions
+
+    data = make_interactions(2000, 500, 20_000, groups=10, affinity=0.6, random_state=4)
+    again = make_interactions(2000, 500, 20_000, groups=10, affinity=0.6, random_state=4)
+    assert data.shape == (2000, 500) and data.rows.size == 20_000
+    np.testing.assert_array_equal(data.rows, again.rows)
+    assert np.unique(data.rows.astype(np.int64) * 500 + data.cols).size == 20_000
+    assert (data.values == 1).all()
+    own = np.mean(data.rows % 10 == data.cols % 10)
+    assert 0.55 < own < 0.75  # 60% by taste, plus the popular items that happen to match
+    with pytest.raises(ValueError, match="too dense"):
+        make_interactions(10, 10, 50)
+    with pytest.raises(ValueError, match="affinity"):
+        make_interactions(100, 100, 100, affinity=1.5)
