@@ -1029,3 +1029,54 @@ def predict_coo(rows, cols, user_factors, item_factors, out):
     """Write ``p_u . q_i`` for each pair into ``out`` (float32, shape (n,)) in place."""
     for idx in range(rows.shape[0]):
         out[idx] = _dot(user_factors, rows[idx], item_factors, cols[idx])
+
+
+# ---------------------------------------------------------------- serving
+@inline_kernel
+def _top_n_row(scores, row, item_bias, offset, seen_indptr, seen_items, user, exclude,
+               out_ids, out_scores):  # fmt: skip
+    """Best ``n`` items of one row of scores (plus ``item_bias`` and ``offset``), best first.
+
+    Seen items are set to -inf first; a candidate enters the list only when
+    strictly better than its last entry, and goes after entries of equal
+    score, so ties go to the smaller id (items are scanned in id order).
+    Unfilled slots keep id -1 and score -inf. A score is
+    ``(scores + item_bias) + offset`` in float32, in that order.
+    """
+    n = out_ids.shape[1]
+    values = scores[row]
+    n_items = values.shape[0]
+    if exclude:
+        for t in range(seen_indptr[user], seen_indptr[user + 1]):
+            values[seen_items[t]] = -np.inf
+    for slot in range(n):
+        out_ids[row, slot] = -1
+        out_scores[row, slot] = -np.inf
+    worst = np.float32(-np.inf)  # float32: a float64 bound would convert every score
+    for item in range(n_items):
+        score = values[item] + item_bias[item] + offset
+        if score <= worst:
+            continue
+        slot = n - 1
+        while slot > 0 and out_scores[row, slot - 1] < score:
+            out_scores[row, slot] = out_scores[row, slot - 1]
+            out_ids[row, slot] = out_ids[row, slot - 1]
+            slot -= 1
+        out_scores[row, slot] = score
+        out_ids[row, slot] = item
+        worst = out_scores[row, n - 1]
+
+
+@kernel
+def select_top_n(scores, item_bias, offsets, users, seen_indptr, seen_items, exclude, out_ids,
+                 out_scores):  # fmt: skip
+    """Per row of ``scores`` (float32, users x items, overwritten), the top ``n`` items.
+
+    ``offsets`` (float32, per row) is added to every score of the row (the
+    user's bias and the global mean); ``users`` (int64) index the seen-items
+    CSR ``seen_indptr``/``seen_items``, excluded when ``exclude``. Writes
+    ``out_ids`` (int64) and ``out_scores`` (float32), shape (rows, n).
+    """
+    for row in range(scores.shape[0]):
+        _top_n_row(scores, row, item_bias, offsets[row], seen_indptr, seen_items, users[row],
+                   exclude, out_ids, out_scores)  # fmt: skip

@@ -4,7 +4,7 @@ from numbers import Integral
 
 import numpy as np
 
-from ._ranking import recommend_block_size, top_n
+from ._ranking import best_of_blocks, recommend_block_size, top_n
 from ._validation import check_index, check_pairs, repeated_pairs
 from .similarity import cosine_similarity, top_similar
 
@@ -22,8 +22,10 @@ class RecommenderMixin:
         """Recommend the ``n`` highest-scoring items for one user or a batch.
 
         Scores are computed a block of users at a time (one matrix product
-        with the item factors, multi-threaded by BLAS) followed by a partial
-        sort, so no (users x items) matrix is ever held whole.
+        with the item factors, multi-threaded by BLAS), then biases, the
+        exclusion of seen items and the top-``n`` selection run in one
+        compiled pass per user, so no (users x items) matrix is ever held
+        whole.
 
         Parameters
         ----------
@@ -78,6 +80,20 @@ class RecommenderMixin:
         ids = np.empty((user_ids.size, n), dtype=np.int64)
         scores = np.empty((user_ids.size, n), dtype=np.float32)
         step = recommend_block_size(item_factors.shape[0])
+        if candidates is None:
+            ids, scores = best_of_blocks(
+                user_ids,
+                n,
+                lambda block_users: self.user_factors_[block_users] @ self.item_factors_.T,
+                self.n_items_,
+                item_bias=self.item_bias_,
+                offsets=(self.user_bias_[user_ids] + np.float32(self.global_mean_)).astype(
+                    np.float32
+                ),
+                seen=(self.seen_indptr_, self.seen_items_) if exclude_seen else None,
+            )
+            ids = self._to_raw(ids, "item", by_index)
+            return (ids[0], scores[0]) if single else (ids, scores)
         for start in range(0, user_ids.size if n else 0, step):
             block_users = user_ids[start : start + step]
             block = self.user_factors_[block_users] @ item_factors.T

@@ -41,7 +41,7 @@ def top_similar(factors, ids, n, single=False):
     """Return, for each row in ``ids``, the ``n`` most cosine-similar other rows.
 
     Works a block of query rows at a time (one matrix product with the unit
-    rows, then a partial sort): no (rows x rows) matrix is built.
+    rows, then a compiled top-``n`` pass per row): no (rows x rows) matrix is built.
 
     Parameters
     ----------
@@ -57,18 +57,16 @@ def top_similar(factors, ids, n, single=False):
         Most similar first; ties broken by the smaller id.
     scores : ndarray of float32, same shape
     """
-    from ._ranking import recommend_block_size, top_n
+    from ._ranking import best_of_blocks
 
     unit = _unit_rows(factors, "factors").astype(np.float32)
-    out_ids = np.empty((ids.size, n), dtype=np.int64)
-    out_scores = np.empty((ids.size, n), dtype=np.float32)
-    step = recommend_block_size(factors.shape[0])
-    for start in range(0, ids.size, step):
-        block_ids = ids[start : start + step]
+
+    def cosines(block_ids):
         block = unit[block_ids] @ unit.T
         block[np.arange(block_ids.size), block_ids] = -np.inf  # never one's own neighbour
-        if n:
-            out_ids[start : start + step], out_scores[start : start + step] = top_n(block, n)
+        return block
+
+    out_ids, out_scores = best_of_blocks(ids, n, cosines, factors.shape[0])
     return (out_ids[0], out_scores[0]) if single else (out_ids, out_scores)
 
 

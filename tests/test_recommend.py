@@ -94,3 +94,43 @@ def test_top_n_breaks_ties_by_id_and_skips_excluded():
     ids, best = top_n(scores, 6)
     np.testing.assert_array_equal(ids[0], [1, 2, 4, 0, 5, -1])
     assert np.isneginf(best[0, -1])
+
+
+def test_batch_selection_is_brute_force_with_ties():
+    # Scores with many exact ties (integer-valued factors): the compiled
+    # selection must give numpy's stable order (score down, id up), seen
+    # items excluded, padding -1 / -inf.
+    rng = np.random.default_rng(3)
+    rows = rng.integers(0, 40, 600)
+    cols = rng.integers(0, 70, 600)
+    keys = np.unique(rows * 70 + cols)
+    rows, cols = np.divmod(keys, 70)
+    model = fastmf.RealValueMF(k=3, n_epochs=1, tol=None, random_state=0)
+    model.fit((rows, cols, np.ones(rows.size)), shape=(40, 70))
+    model.user_factors_[:] = rng.integers(-2, 3, model.user_factors_.shape)
+    model.item_factors_[:] = rng.integers(-2, 3, model.item_factors_.shape)
+    model.item_bias_[:] = rng.integers(-1, 2, 70)
+    model.user_bias_[:] = rng.integers(-1, 2, 40)
+    model.global_mean_ = 1.0  # integer scores: exact ties, whatever the order of the sums
+    ids, scores = model.recommend(np.arange(40), n=65)
+    for user in range(40):
+        full = model.predict(np.full(70, user), np.arange(70)).astype(np.float64)
+        seen = model.seen_items_[model.seen_indptr_[user] : model.seen_indptr_[user + 1]]
+        full[seen] = -np.inf
+        order = np.lexsort((np.arange(70), -full))
+        kept = order[np.isfinite(full[order])][:65]
+        np.testing.assert_array_equal(ids[user, : kept.size], kept)
+        assert (ids[user, kept.size :] == -1).all()
+        assert np.isneginf(scores[user, kept.size :]).all()
+    similar, _ = model.similar_items(np.arange(70), n=5)
+    unit = (
+        model.item_factors_
+        / np.maximum(np.linalg.norm(model.item_factors_, axis=1), 1e-12)[:, None]
+    )
+    cosines = unit @ unit.T
+    np.fill_diagonal(cosines, -np.inf)
+    for item in range(70):
+        order = np.lexsort((np.arange(70), -cosines[item]))[:5]
+        assert set(similar[item]) == set(order) or np.allclose(
+            np.sort(cosines[item, similar[item]]), np.sort(cosines[item, order]), atol=1e-6
+        )
