@@ -11,7 +11,7 @@ import numba
 import numpy as np
 import pytest
 
-from fastmf.datasets import make_synthetic
+from fastmf.datasets import make_interactions, make_synthetic
 
 N_USERS = 200_000
 N_ITEMS = 20_000
@@ -29,6 +29,22 @@ def synthetic(request):
         np.savez(path, rows=data.rows, cols=data.cols, values=data.values)
     with np.load(path, allow_pickle=False) as stored:
         return stored["rows"], stored["cols"], stored["values"], (N_USERS, N_ITEMS)
+
+
+@pytest.fixture(scope="session")
+def generated_interactions(request):
+    """10M positive-only interactions (``make_interactions``, seed 0) as (rows, cols, shape).
+
+    ``FASTMF_BENCH_INTERACTIONS`` sets the count; generated once and cached.
+    """
+    count = int(os.environ.get("FASTMF_BENCH_INTERACTIONS", 10_000_000))
+    folder = request.config.cache.mkdir("fastmf-bench-data")
+    path = folder / f"interactions_v2_{N_USERS}_{N_ITEMS}_{count}.npz"
+    if not path.exists():
+        data = make_interactions(N_USERS, N_ITEMS, count, random_state=0)
+        np.savez(path, rows=data.rows, cols=data.cols)
+    with np.load(path, allow_pickle=False) as stored:
+        return stored["rows"], stored["cols"], (N_USERS, N_ITEMS)
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,6 @@ import pytest
 import scipy.sparse as sp
 
 import fastmf
-from fastmf.datasets import make_interactions
 from fastmf.model_selection import train_test_split
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -52,7 +51,6 @@ ML100K = pathlib.Path(
     )
 )
 ROUNDS = int(os.environ.get("FASTMF_BENCH_ROUNDS", 2))
-INTERACTIONS = int(os.environ.get("FASTMF_BENCH_INTERACTIONS", 10_000_000))
 N_USERS, N_ITEMS, K = 200_000, 20_000, 32
 EVAL_USERS = 2000
 
@@ -171,16 +169,9 @@ def test_movielens_quality(benchmark):
 
 
 @pytest.fixture(scope="module")
-def interactions(request):
-    """``INTERACTIONS`` generated interactions (``make_interactions``), split."""
-    folder = request.config.cache.mkdir("fastmf-bench-data")
-    path = folder / f"interactions_v2_{N_USERS}_{N_ITEMS}_{INTERACTIONS}.npz"
-    if not path.exists():
-        data = make_interactions(N_USERS, N_ITEMS, INTERACTIONS, random_state=0)
-        np.savez(path, rows=data.rows, cols=data.cols)
-    with np.load(path, allow_pickle=False) as stored:
-        rows, cols = stored["rows"], stored["cols"]
-    shape = (N_USERS, N_ITEMS)
+def interactions(generated_interactions):
+    """The generated interactions (bench/conftest.py), split per user."""
+    rows, cols, shape = generated_interactions
     train, test, matrix = split(rows, cols, shape)
     held_out = np.unique(test[0])
     users = np.sort(np.random.default_rng(0).choice(held_out, EVAL_USERS, replace=False))

@@ -26,22 +26,15 @@ import pytest
 import scipy.sparse as sp
 
 import fastmf
-from fastmf.datasets import make_interactions
 
 ROUNDS = int(os.environ.get("FASTMF_BENCH_ROUNDS", 2))
-N_USERS, N_ITEMS, INTERACTIONS = 200_000, 20_000, 10_000_000
+N_USERS, N_ITEMS = 200_000, 20_000
 QUERY_USERS = 50_000
 
 
 @pytest.fixture(scope="module")
-def served(request):
-    folder = request.config.cache.mkdir("fastmf-bench-data")
-    path = folder / f"interactions_v2_{N_USERS}_{N_ITEMS}_{INTERACTIONS}.npz"
-    if not path.exists():
-        data = make_interactions(N_USERS, N_ITEMS, INTERACTIONS, random_state=0)
-        np.savez(path, rows=data.rows, cols=data.cols)
-    with np.load(path, allow_pickle=False) as stored:
-        rows, cols = stored["rows"], stored["cols"]
+def served(generated_interactions):
+    rows, cols, _ = generated_interactions
     model = fastmf.ImplicitMF(k=32, n_epochs=1, random_state=0)
     model.fit((rows, cols), shape=(N_USERS, N_ITEMS))
     matrix = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, cols)), shape=(N_USERS, N_ITEMS))

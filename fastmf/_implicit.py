@@ -246,14 +246,7 @@ class ImplicitMF(MatrixFactorization):
         self._check_is_fitted()
         if isinstance(X, tuple) and len(X) == 2:
             X = (X[0], X[1], None)
-        if self._id_map("item", by_index) is not None:
-            if not (isinstance(X, tuple) and len(X) == 3):
-                raise TypeError(
-                    "This model takes raw item ids (it was fitted on a Dataset): pass "
-                    "fold_in((new_user_rows, raw_item_ids[, values])), or by_index=True."
-                )
-            X = (X[0], self._to_index(np.asarray(X[1]), "item", False), X[2])
-        coo = self._check_fold_in(X)
+        coo = self._fold_in_input(X, by_index, shown="[values]")
         params = self.get_params()
         n_new, k = coo.shape[0], self.user_factors_.shape[1]
         bpr = self._loss is BPR
@@ -299,14 +292,3 @@ class ImplicitMF(MatrixFactorization):
         factors = np.ascontiguousarray(solution[:, :k], dtype=np.float32)
         bias = solution[:, k].astype(np.float32) if use_bias else np.zeros(n_new, np.float32)
         return factors, bias
-
-    def _check_fold_in(self, X):
-        from ._recommend import _check_no_duplicate_pairs
-
-        coo = self._check_input(X, None, "raise")
-        if coo.shape[1] > self.n_items_:
-            raise ValueError(
-                f"item id {coo.shape[1] - 1} is out of range: the model has {self.n_items_} items."
-            )
-        _check_no_duplicate_pairs(coo)
-        return coo

@@ -170,21 +170,15 @@ def _ridge_solution(design, target, offset, ridge, n_iter):
 
 
 def _newton_solution(design, target, offset, ridge, n_iter):
-    x = np.zeros(design.shape[1])
-    for _ in range(n_iter):
-        margin = target * (design @ x + offset)
-        weight = expit(-margin)
-        gradient = -design.T @ (target * weight) + ridge @ x
-        hessian = (design.T * (weight * (1 - weight))) @ design + ridge
-        x -= np.linalg.solve(hessian, gradient)
-    return x
+    return weighted_logistic_solution(design, target, 1.0, offset, ridge, n_iter)
 
 
 def weighted_logistic_solution(design, target, sample_weight, offset, ridge, n_iter):
     """Minimize ``sum_r w_r log(1 + exp(-y_r (design_r . x + offset_r))) + x' ridge x / 2``.
 
     ``n_iter`` Newton steps from 0; ``target`` holds labels -1/+1,
-    ``sample_weight`` each row's weight. Returns ``x`` (float64).
+    ``sample_weight`` each row's weight (or 1.0: multiplying by it changes
+    no bit). Returns ``x`` (float64).
     """
     x = np.zeros(design.shape[1])
     for _ in range(n_iter):

@@ -176,19 +176,7 @@ class RecommenderMixin:
             Zeros for a model without biases. Users with no ratings get zeros.
         """
         self._check_is_fitted()
-        if self._id_map("item", by_index) is not None:
-            if not (isinstance(X, tuple) and len(X) == 3):
-                raise TypeError(
-                    "This model takes raw item ids (it was fitted on a Dataset): pass "
-                    "fold_in((new_user_rows, raw_item_ids, values)), or by_index=True."
-                )
-            X = (X[0], self._to_index(np.asarray(X[1]), "item", False), X[2])
-        coo = self._check_input(X, None, "raise")
-        if coo.shape[1] > self.n_items_:
-            raise ValueError(
-                f"item id {coo.shape[1] - 1} is out of range: the model has {self.n_items_} items."
-            )
-        _check_no_duplicate_pairs(coo)
+        coo = self._fold_in_input(X, by_index)
         n_new, k = coo.shape[0], self.user_factors_.shape[1]
         use_bias = bool(self.get_params()["biases"])
         l2 = float(self.get_params()["l2"])
@@ -211,6 +199,23 @@ class RecommenderMixin:
         factors = np.ascontiguousarray(solution[:, :k], dtype=np.float32)
         bias = solution[:, k].astype(np.float32) if use_bias else np.zeros(n_new, np.float32)
         return factors, bias
+
+    def _fold_in_input(self, X, by_index, shown="values"):
+        """``fold_in``'s checked COO of new users over the model's items (raw item ids mapped)."""
+        if self._id_map("item", by_index) is not None:
+            if not (isinstance(X, tuple) and len(X) == 3):
+                raise TypeError(
+                    "This model takes raw item ids (it was fitted on a Dataset): pass "
+                    f"fold_in((new_user_rows, raw_item_ids, {shown})), or by_index=True."
+                )
+            X = (X[0], self._to_index(np.asarray(X[1]), "item", False), X[2])
+        coo = self._check_input(X, None, "raise")
+        if coo.shape[1] > self.n_items_:
+            raise ValueError(
+                f"item id {coo.shape[1] - 1} is out of range: the model has {self.n_items_} items."
+            )
+        _check_no_duplicate_pairs(coo)
+        return coo
 
     # ------------------------------------------------------------- similarity
     def user_similarity(self):
