@@ -141,3 +141,15 @@ def test_factors_stay_on_the_workers_unless_the_client_needs_them(client, monkey
     assert digest(remote) == digest(local)
     np.testing.assert_array_equal(remote.val_curve_, local.val_curve_)
     assert remote.best_epoch_ == local.best_epoch_
+
+
+def test_weighted_dask_fit_is_bit_identical_to_local(client):
+    rows, cols, values, shape = random_coo(37, m=50, n=40, nnz=700)
+    weights = np.random.default_rng(38).uniform(0.5, 2, rows.size)
+    params = dict(k=3, n_epochs=3, tol=None, random_state=0, grid=3)
+    local = RealValueMF(**params).fit((rows, cols, values), shape=shape, sample_weight=weights)
+    remote = RealValueMF(**params).fit(
+        (rows, cols, values), shape=shape, sample_weight=weights, client=client
+    )
+    np.testing.assert_array_equal(local.item_factors_, remote.item_factors_)
+    np.testing.assert_array_equal(local.loss_curve_, remote.loss_curve_)

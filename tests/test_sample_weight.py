@@ -145,18 +145,6 @@ def test_bad_weights_are_named_and_the_model_is_unchanged(weights, duplicates, m
         model.fit(X, sample_weight=["a", "b", "c", "d"])
 
 
-def test_weighted_dask_fit_is_bit_identical_to_local(client):
-    rows, cols, values, shape = random_coo(37, m=50, n=40, nnz=700)
-    weights = np.random.default_rng(38).uniform(0.5, 2, rows.size)
-    params = dict(k=3, n_epochs=3, tol=None, random_state=0, grid=3)
-    local = RealValueMF(**params).fit((rows, cols, values), shape=shape, sample_weight=weights)
-    remote = RealValueMF(**params).fit(
-        (rows, cols, values), shape=shape, sample_weight=weights, client=client
-    )
-    np.testing.assert_array_equal(local.item_factors_, remote.item_factors_)
-    np.testing.assert_array_equal(local.loss_curve_, remote.loss_curve_)
-
-
 def test_partial_fit_takes_weights_too():
     rows, cols, values, shape = random_coo(39, m=40, n=30, nnz=300)
     params = dict(k=3, n_epochs=3, tol=None, random_state=0)
