@@ -66,11 +66,12 @@ def test_fastmf_epoch(benchmark, synthetic, k, loss, threads):
     P, Q = factors(shape, k)
     epoch = _kernels.sgd_epoch_parallel if threads > 1 else _kernels.sgd_epoch_serial
     arrays = (layout.rows, layout.cols, layout.values, layout.block_offsets)
+    block_loss = np.zeros(grid**2)
 
     none = None
 
     def run(schedule):
-        epoch(code.kernels, *arrays, schedule, P, Q, none, none, none, none, LR, L2)
+        epoch(code.kernels, *arrays, schedule, P, Q, none, none, none, none, LR, L2, block_loss)
 
     def setup():
         return (_blocks.epoch_schedule(grid, rng),), {}
@@ -156,6 +157,7 @@ def test_logistic_to_squared_ratio(benchmark, synthetic, k, threads):
             None,
             lr,
             L2,
+            np.zeros(grid**2),
         )
         return time.perf_counter() - start
 
@@ -188,3 +190,68 @@ def test_logistic_to_squared_ratio(benchmark, synthetic, k, threads):
     )
     # A regression guard, not the target: the sigmoid must not cost more than a squared step.
     assert ratio > 0.5
+
+
+@pytest.mark.parametrize("threads", [1, max_threads()])
+@pytest.mark.parametrize("k", [32, 128])
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_adagrad_to_constant_ratio(benchmark, synthetic, loss, k, threads):
+    """The AdaGrad epoch's speed as a fraction of the constant-step epoch's (target >= 0.8).
+
+    The same layout, biases on (the models' default), the same starting
+    factors; one epoch of each per round, in alternating order (this machine
+    is noisy); the median of the per-round ratios. The step sizes are the
+    models' (constant: the default ``lr``; AdaGrad: 0.1).
+    """
+    rows, cols, values, shape = synthetic
+    if loss == "logistic":
+        values = np.where(values >= 4, 1.0, -1.0).astype(np.float32)
+    code = LOSSES[loss]
+    grid = _blocks.choose_grid(*shape, rows.size, k)
+    coo = check_coo((rows, cols, values), shape)
+    layout = _blocks.arrange(coo, grid, np.random.default_rng(0), ways=code.interleave)
+    start_user, start_item = factors(shape, k)
+    run_epoch = _kernels.sgd_epoch_parallel if threads > 1 else _kernels.sgd_epoch_serial
+    constant_lr = np.float32(0.005 if loss == "squared" else 0.02)
+
+    def epoch(adagrad, seed):
+        user_factors, item_factors = start_user.copy(), start_item.copy()
+        biases = np.zeros(shape[0], np.float32), np.zeros(shape[1], np.float32)
+        accumulators = (
+            (np.ones(shape[0], np.float32), np.ones(shape[1], np.float32))
+            if adagrad
+            else (None, None)
+        )
+        schedule = _blocks.epoch_schedule(grid, np.random.default_rng(seed))
+        start = time.perf_counter()
+        run_epoch(
+            code.kernels, layout.rows, layout.cols, layout.values, layout.block_offsets, schedule,
+            user_factors, item_factors, *biases, *accumulators,
+            np.float32(0.1) if adagrad else constant_lr, L2, np.zeros(grid**2),
+        )  # fmt: skip
+        return time.perf_counter() - start
+
+    def measure(rounds=10):
+        epoch(False, 0)  # compile / warm up both
+        epoch(True, 0)
+        seconds = {False: [], True: []}
+        for r in range(rounds):
+            for adagrad in (False, True) if r % 2 == 0 else (True, False):
+                seconds[adagrad].append(epoch(adagrad, r))
+        return np.array(seconds[False]), np.array(seconds[True])
+
+    benchmark.group = "adagrad vs constant"
+    with numba_threads(threads):
+        constant_s, adagrad_s = benchmark.pedantic(measure, rounds=1)
+    ratios = constant_s / adagrad_s
+    ratio = float(np.median(ratios))
+    benchmark.extra_info.update(loss=loss, k=k, threads=threads, ratio=ratio)
+    constant_rate, adagrad_rate = (
+        rows.size / np.median(constant_s),
+        rows.size / np.median(adagrad_s),
+    )
+    print(
+        f"\n{loss}, k={k}, {threads} thread(s): constant {constant_rate / 1e6:.1f}M ratings/s, "
+        f"AdaGrad {adagrad_rate / 1e6:.1f}M; AdaGrad/constant "
+        f"{ratio:.3f} (per-round median; all rounds {np.round(ratios, 2).tolist()}; target 0.8)"
+    )

@@ -11,12 +11,13 @@ on. Its interface, which :class:`fastmf.dask.DaskBackend` implements too:
   :class:`~fastmf._losses.NegativeSampling`) for a sampled loss, else None;
 - ``epoch(schedule, lr, l2, number)``: SGD epoch ``number`` (1, 2, ...; it
   picks a sampled loss's random streams);
-- ``objective()``: ``(block_loss, penalty, finite)``: each block's data loss
-  (float64, block order), the weighted squared norms summed stripe by stripe
-  (user factors, item factors, user biases, item biases) and whether the
-  state is finite; the driver adds them up in one fixed order. For a sampled
-  loss the block losses are those summed during the last epoch's pass (before
-  the first epoch: one pass that changes nothing);
+- ``objective(exact)``: ``(block_loss, penalty, finite)``: each block's data
+  loss (float64, block order), the weighted squared norms summed stripe by
+  stripe (user factors, item factors, user biases, item biases) and whether
+  the state is finite; the driver adds them up in one fixed order. The block
+  losses are those the last epoch summed during its pass (each entry's before
+  its step), or with ``exact`` (not for a sampled loss) those of the current
+  state, from a pass of the objective kernels;
 - ``pull()`` / ``push()``: copy the state into / from the driver's
   :class:`~fastmf._state.TrainingState` arrays (no-ops where they are the same);
 - ``n_threads``: the threads it may use in this process; the estimator lowers
@@ -67,7 +68,6 @@ class LocalBackend:
                 _kernels.sampled_epoch_parallel if parallel else _kernels.sampled_epoch_serial
             )
             self._item_bounds_array = np.asarray(self._item_bounds, dtype=np.int64)
-            self._passed = False  # no pass has summed the block losses yet
 
     def _data(self):
         layout = self.layout
@@ -76,7 +76,19 @@ class LocalBackend:
     def epoch(self, schedule, lr, l2, number):
         """Run SGD epoch ``number`` of ``schedule``."""
         if self.sampling is not None:
-            self._sampled_pass(schedule, lr, l2, number, update=True)
+            self._sampled_epoch(
+                self.kernels,
+                *self._data(),
+                schedule,
+                self._item_bounds_array,
+                epoch_streams(self.layout.seeds, number),
+                *self.state.arrays(),
+                lr,
+                l2,
+                *self.sampling.arguments(),
+                True,
+                self._block_loss,
+            )
             return
         self._sgd_epoch(
             self.kernels,
@@ -85,35 +97,17 @@ class LocalBackend:
             *self.state.arrays(),
             lr,
             l2,
+            self._block_loss,
             self.layout.weights,
         )
 
-    def _sampled_pass(self, schedule, lr, l2, number, update):
-        self._sampled_epoch(
-            self.kernels,
-            *self._data(),
-            schedule,
-            self._item_bounds_array,
-            epoch_streams(self.layout.seeds, number),
-            *self.state.arrays(),
-            lr,
-            l2,
-            *self.sampling.arguments(),
-            update,
-            self._block_loss,
-        )
-        self._passed = True
-
-    def objective(self):
+    def objective(self, exact=False):
         """Return ``(block_loss, penalty, finite)``; see the module docstring."""
         state, layout = self.state, self.layout
-        if self.sampling is None:
+        if exact and self.sampling is None:
             self._objective(
                 self.kernels, *self._data(), *state.arrays()[:4], self._block_loss, layout.weights
             )
-        elif not self._passed:
-            every_block = np.arange(layout.grid**2, dtype=np.int64).reshape(layout.grid, -1)
-            self._sampled_pass(every_block, np.float32(0), np.float32(0), 0, update=False)
         penalty = 0.0
         # Stripe by stripe, in the order a cluster's stripes are added up.
         for factors, counts, bounds in (

@@ -28,6 +28,7 @@ from .exceptions import ConvergenceWarning, NotFittedError
 from .ids import Dataset, IdMap, _as_id_array
 
 LEARNING_RATES = ("constant", "adagrad")
+MONITORS = ("running", "exact")
 
 
 class MatrixFactorization(RecommenderMixin):
@@ -75,6 +76,7 @@ class MatrixFactorization(RecommenderMixin):
         n_threads=None,
         grid=None,
         verbose=0,
+        monitor="running",
     ):
         self.k = k
         self.lr = lr
@@ -90,6 +92,7 @@ class MatrixFactorization(RecommenderMixin):
         self.n_threads = n_threads
         self.grid = grid
         self.verbose = verbose
+        self.monitor = monitor
 
     # ----------------------------------------------------------- parameters
     @classmethod
@@ -174,6 +177,11 @@ class MatrixFactorization(RecommenderMixin):
             )
         if not isinstance(p["biases"], (bool, np.bool_)):
             raise TypeError(f"{name}: biases must be True or False, got {p['biases']!r}.")
+        # A model without this parameter (ImplicitMF: sampled losses have no
+        # exact objective to compute) always monitors the running loss.
+        p["monitor"] = p.get("monitor", "running")
+        if p["monitor"] not in MONITORS:
+            raise ValueError(f"{name}: monitor must be one of {MONITORS}, got {p['monitor']!r}.")
         if not isinstance(p["verbose"], (Integral, bool)):
             raise TypeError(f"{name}: verbose must be an int or bool, got {p['verbose']!r}.")
         return p

@@ -134,7 +134,12 @@ def train(
     rng : numpy.random.Generator
         Draws each epoch's schedule.
     params : dict
-        Validated hyperparameters (``lr``, ``l2``, ``n_epochs``, ``verbose``).
+        Validated hyperparameters (``lr``, ``l2``, ``n_epochs``, ``verbose``,
+        ``monitor``). With ``monitor="running"`` each epoch's objective is
+        the data loss its pass summed (each entry's before its step) plus the
+        penalty of the factors at the epoch's end, and there is no objective
+        before the first epoch; with ``"exact"``, the objective of the factors
+        after each epoch (and before the first), from one more pass.
     validation : Validation, optional
     callback : callable, optional
         ``callback(info)`` after every epoch; ``False`` stops training.
@@ -151,15 +156,16 @@ def train(
     """
     lr, l2 = np.float32(params["lr"]), np.float32(params["l2"])
     n_epochs = params["n_epochs"]
+    exact = params["monitor"] == "exact"
 
     def objective():
-        block_loss, penalty, finite = backend.objective()
+        block_loss, penalty, finite = backend.objective(exact)
         # Blocks are added in a fixed order: same bits for any thread count or backend.
         return (block_loss.sum() + 0.5 * float(l2) * penalty) / layout.nnz, finite
 
     progress = _Progress(params["verbose"], n_epochs, name)
     try:
-        stopping.start(objective()[0])
+        stopping.start(objective()[0] if exact else None)
         if checkpoint is not None or resume is not None:
             fingerprint = _checkpoint.fingerprint(layout, params)
         if resume is not None:

@@ -55,9 +55,10 @@ class RealValueMF(MatrixFactorization):
     learning_rate : {"constant", "adagrad"}, default="constant"
         ``"constant"`` steps by ``lr`` (the notebook's SGD). ``"adagrad"``
         adapts the step of every factor row to ``lr / sqrt(G)``, where ``G``
-        starts at 1 and adds the row's mean squared gradient at each update
-        (LIBMF's AdaGrad); it needs a larger ``lr`` (about 0.1) and is less
-        sensitive to its exact value.
+        starts at 1 and, after each update of the row, adds that update's mean
+        squared gradient (LIBMF's AdaGrad, step size from ``G`` before the
+        update); it needs a larger ``lr`` (about 0.1) and is less sensitive to
+        its exact value.
     biases : bool, default=True
         Learn a global mean ``mu`` (the mean training rating; squared loss
         only) and user and item biases, scoring ``mu + b_u + b_i + p_u . q_i``.
@@ -95,6 +96,16 @@ class RealValueMF(MatrixFactorization):
         0 is silent (for embedding); 1 shows a tqdm progress bar when tqdm is
         installed (the ``progress`` extra), else one line per epoch; 2 prints
         one line per epoch (objective, validation loss, ratings/s).
+    monitor : {"running", "exact"}, default="running"
+        What ``loss_curve_``, ``tol`` and the divergence check watch.
+        ``"running"``: each epoch's mean data loss with every entry's loss
+        taken just before its own SGD step (as LIBMF reports it; no extra
+        pass), plus the penalty of the factors at the end of the epoch. It
+        describes a model that moves during the epoch, so it runs slightly
+        above the exact objective of the epoch's final factors.
+        ``"exact"``: the objective L of the factors after each epoch (and
+        before the first), from one more pass over the entries per epoch (for
+        the logistic loss, about as long as the epoch itself).
 
     Attributes
     ----------
@@ -105,7 +116,8 @@ class RealValueMF(MatrixFactorization):
     global_mean_ : float
         The mean training rating with biases, else 0.
     loss_curve_ : ndarray of float64, shape (n_iter_,)
-        The objective L after each epoch.
+        The objective L of each epoch: the running estimate or the exact
+        value after the epoch (see ``monitor``).
     val_curve_ : ndarray of float64, shape (n_iter_,), or None
         Validation RMSE after each epoch when ``X_val`` was given.
     best_epoch_ : int or None
@@ -218,6 +230,16 @@ class BinaryMF(MatrixFactorization):
         0 is silent (for embedding); 1 shows a tqdm progress bar when tqdm is
         installed (the ``progress`` extra), else one line per epoch; 2 prints
         one line per epoch (objective, validation loss, ratings/s).
+    monitor : {"running", "exact"}, default="running"
+        What ``loss_curve_``, ``tol`` and the divergence check watch.
+        ``"running"``: each epoch's mean data loss with every entry's loss
+        taken just before its own SGD step (as LIBMF reports it; no extra
+        pass), plus the penalty of the factors at the end of the epoch. It
+        describes a model that moves during the epoch, so it runs slightly
+        above the exact objective of the epoch's final factors.
+        ``"exact"``: the objective L of the factors after each epoch (and
+        before the first), from one more pass over the entries per epoch (for
+        the logistic loss, about as long as the epoch itself).
     labels : {"pm1", "01"}, default="pm1"
         How responses are encoded: ``"pm1"`` takes exactly -1 and +1 (in a
         dense matrix 0 marks a missing entry, as in the reference notebook);
@@ -233,7 +255,8 @@ class BinaryMF(MatrixFactorization):
     global_mean_ : float
         Always 0 for BinaryMF.
     loss_curve_ : ndarray of float64, shape (n_iter_,)
-        The objective L after each epoch.
+        The objective L of each epoch: the running estimate or the exact
+        value after the epoch (see ``monitor``).
     val_curve_ : ndarray of float64, shape (n_iter_,), or None
         Validation mean log loss after each epoch when ``X_val`` was given.
     best_epoch_ : int or None
@@ -262,6 +285,7 @@ class BinaryMF(MatrixFactorization):
         grid=None,
         verbose=0,
         labels="pm1",
+        monitor="running",
     ):
         super().__init__(
             k=k,
@@ -278,6 +302,7 @@ class BinaryMF(MatrixFactorization):
             n_threads=n_threads,
             grid=grid,
             verbose=verbose,
+            monitor=monitor,
         )
         self.labels = labels
 

@@ -33,14 +33,14 @@ class StoppingRules:
         self.tol, self.n_iter_no_change = tol, n_iter_no_change
         self.patience, self.validating, self.maximize = patience, validating, maximize
         self.loss_curve, self.val_curve = [], []
-        self.best = None  # best objective so far (the initial one to begin with)
+        self.best = None  # best objective so far (the initial one, if any, to begin with)
         self.best_val = -np.inf if maximize else np.inf
         self.best_epoch, self.best_state = None, None
         self.epochs_without_improvement = 0
         self.stopped = False  # a rule (or the callback) ended training
 
     def start(self, objective):
-        """Record the objective before the first epoch."""
+        """Record the objective before the first epoch (None: there is none)."""
         self.best = objective
 
     @property
@@ -53,7 +53,8 @@ class StoppingRules:
 
         A new best validation value keeps a copy of ``state``'s parameters.
         The decrease is measured against the best objective so far (SGD makes
-        the objective noisy near the optimum).
+        the objective noisy near the optimum); the first epoch of a fit with
+        no initial objective has an infinite decrease.
         """
         self.loss_curve.append(objective)
         if self.validating:
@@ -61,6 +62,8 @@ class StoppingRules:
             if (val_loss > self.best_val) if self.maximize else (val_loss < self.best_val):
                 self.best_val, self.best_epoch = val_loss, epoch
                 self.best_state = state.copy_parameters()
+        if self.best is None:
+            return np.inf
         return (self.best - objective) / abs(self.best) if self.best != 0 else 0.0
 
     def should_stop(self, epoch, objective, decrease, requested):
@@ -73,7 +76,7 @@ class StoppingRules:
             stop = stop or self.epochs_without_improvement >= self.n_iter_no_change
         else:
             self.epochs_without_improvement = 0
-        self.best = min(self.best, objective)
+        self.best = objective if self.best is None else min(self.best, objective)
         self.stopped = stop
         return stop
 

@@ -468,24 +468,25 @@ def _run_block(kernels, block, user_holder, item_state, lr, l2, sampled=None):
 
     ``user_holder[0]`` is the user stripe: the previous block task's whole
     output stays on this worker and is passed on as is (no task to pick it
-    out); the item stripe, which moves, is picked out by a small task. For a
-    sampled loss, ``sampled`` is ``(stream, sampling arguments, update)`` and
-    the block's sampled loss is returned third; its negatives come from the
-    whole (stripe-local) item stripe, as in local training.
+    out); the item stripe, which moves, is picked out by a small task. The
+    block's data loss, summed during the pass, is returned third. For a
+    sampled loss, ``sampled`` is ``(stream, sampling arguments)``; its
+    negatives come from the whole (stripe-local) item stripe, as in local
+    training.
     """
     rows, cols, values = block[:3]
     weights = block[3] if len(block) > 3 else None
     user_state = tuple(None if a is None else a.copy() for a in user_holder[0])
     item_state = tuple(None if a is None else a.copy() for a in item_state)
     if sampled is not None:
-        stream, arguments, update = sampled
+        stream, arguments = sampled
         loss = kernels.sgd_block(
             rows, cols, values, 0, rows.shape[0], 0, item_state[0].shape[0], stream,
             user_state[0], item_state[0], user_state[1], item_state[1], user_state[2],
-            item_state[2], lr, l2, *arguments, update,
+            item_state[2], lr, l2, *arguments, True,
         )  # fmt: skip
         return user_state, item_state, loss
-    kernels.sgd_block(
+    loss = kernels.sgd_block(
         rows,
         cols,
         values,
@@ -501,7 +502,7 @@ def _run_block(kernels, block, user_holder, item_state, lr, l2, sampled=None):
         l2,
         weights,
     )
-    return user_state, item_state
+    return user_state, item_state, loss
 
 
 class DaskBackend:
@@ -550,7 +551,7 @@ class DaskBackend:
         self.kernels, self.grid, self.state = loss.kernels_for(layout.nnz), layout.grid, state
         self.sampling = sampling if loss.sampled else None
         self.seeds = layout.seeds
-        self.block_losses = None  # a sampled loss's per-block loss futures, from the last pass
+        self.block_losses = None  # per-block loss futures, summed during the last pass
         grid = layout.grid
         self.user_bounds = stripe_bounds(layout.user_perm.shape[0], grid)
         self.item_bounds = stripe_bounds(layout.item_perm.shape[0], grid)
@@ -655,24 +656,25 @@ class DaskBackend:
         except Exception as error:
             raise self._lost("a transfer of the factors", error) from error
 
-    def objective(self):
+    def objective(self, exact=False):
         """Compute the objective's parts on the workers.
 
-        Returns ``(block_loss, penalty, finite)``: each block's data loss, the
-        weighted squared norms summed stripe by stripe in the same order as
-        local training, and whether every factor, bias and accumulator is finite.
+        Returns ``(block_loss, penalty, finite)``: each block's data loss
+        (summed during the last pass, or with ``exact`` that of the current
+        state), the weighted squared norms summed stripe by stripe in the same
+        order as local training, and whether every factor, bias and
+        accumulator is finite.
         """
         client, grid = self.client, self.grid
         try:
+            exact = exact and self.sampling is None
             losses = []
-            for bi in range(grid):  # a worker fetches an item stripe once, then reuses it
+            if not exact:
+                losses = [self.block_losses[block] for block in range(grid * grid)]
+            for bi in range(grid if exact else 0):  # an item stripe is fetched once, then reused
                 needed = {self.owner[bu] for bu in range(grid)} - {self.holder[bi]}
                 self.bytes_moved += len(needed) * self.stripe_bytes[bi]
-            if self.sampling is not None:
-                if self.block_losses is None:  # before the first epoch: a pass that changes nothing
-                    self.block_losses = self._sampled_evaluation()
-                losses = [self.block_losses[block] for block in range(grid * grid)]
-            for block in range(grid * grid if self.sampling is None else 0):
+            for block in range(grid * grid if exact else 0):
                 bu, bi = divmod(block, grid)
                 losses.append(
                     client.submit(
@@ -711,34 +713,11 @@ class DaskBackend:
         except Exception as error:  # a lost worker, a killed task, a broken connection
             raise self._lost("this epoch", error) from error
 
-    def _sampled_evaluation(self):
-        """Each block's sampled loss with the current state, changing nothing (futures)."""
-        grid, streams = self.grid, epoch_streams(self.seeds, 0)
-        arguments = self.sampling.arguments()
-        losses = {}
-        for block in range(grid * grid):
-            bu, bi = divmod(block, grid)
-            out = self.client.submit(
-                _run_block,
-                self.kernels,
-                self.blocks[block],
-                self.users[bu],
-                self.items[bi],
-                np.float32(0),
-                np.float32(0),
-                (streams[block], arguments, False),
-                workers=[self.owner[bu]],
-                pure=False,
-            )
-            losses[block] = self.client.submit(operator.getitem, out, 2, pure=False)
-            self.tasks += 2
-        return losses
-
     def _epoch(self, schedule, lr, l2, number):
         grid, client = self.grid, self.client
         if self.sampling is not None:
             streams, arguments = epoch_streams(self.seeds, number), self.sampling.arguments()
-            self.block_losses = {}
+        self.block_losses = {}
         users, items = self.users, self.items
         self.bytes_moved, self.tasks = 0, 0
         done = [0] * grid
@@ -764,7 +743,7 @@ class DaskBackend:
                 self.tasks += 2
                 sampled = None
                 if self.sampling is not None:
-                    sampled = (streams[int(block)], arguments, True)
+                    sampled = (streams[int(block)], arguments)
                 out = client.submit(
                     _run_block,
                     self.kernels,
@@ -777,11 +756,10 @@ class DaskBackend:
                     workers=where,
                     pure=False,
                 )
-                if sampled is not None:
-                    self.tasks += 1
-                    self.block_losses[int(block)] = client.submit(
-                        operator.getitem, out, 2, workers=where, pure=False
-                    )
+                self.tasks += 1
+                self.block_losses[int(block)] = client.submit(
+                    operator.getitem, out, 2, workers=where, pure=False
+                )
                 if self.report is not None:
                     out.add_done_callback(finished(index))
                 users[bu] = out

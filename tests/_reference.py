@@ -38,7 +38,8 @@ def sgd_epoch(
 
     With biases (arrays, updated in place as float64 copies are returned via
     the same arrays) the score adds b_u + b_i; with accumulators the step is
-    AdaGrad's lr / sqrt(acc) after adding the row's mean squared gradient.
+    AdaGrad's lr / sqrt(acc) with the accumulator from before this step, which
+    then adds the step's mean squared gradient (LIBMF's order).
     """
     P = user_factors.astype(np.float64)
     Q = item_factors.astype(np.float64)
@@ -52,22 +53,34 @@ def sgd_epoch(
         total += w * data_loss(loss, r, score)
         g = w * neg_dloss_dscore(loss, r, score)
         grad_p, grad_q = g * q - l2 * p, g * p - l2 * q
-        lr_u = lr_i = lr
-        if user_acc is not None:
-            sq_u, sq_i, n = grad_p @ grad_p, grad_q @ grad_q, p.size
-            if use_bias:
-                sq_u += (g - l2 * user_bias[u]) ** 2
-                sq_i += (g - l2 * item_bias[i]) ** 2
-                n += 1
-            user_acc[u] += sq_u / n
-            item_acc[i] += sq_i / n
-            lr_u, lr_i = lr / np.sqrt(user_acc[u]), lr / np.sqrt(item_acc[i])
+        lr_u, lr_i = _adagrad_step(u, i, g, p, q, grad_p, grad_q, user_bias, item_bias,
+                                   user_acc, item_acc, lr, l2)  # fmt: skip
         if use_bias:
             user_bias[u] += lr_u * (g - l2 * user_bias[u])
             item_bias[i] += lr_i * (g - l2 * item_bias[i])
         P[u] = p + lr_u * grad_p
         Q[i] = q + lr_i * grad_q
     return P, Q, total
+
+
+def _adagrad_step(u, i, g, p, q, grad_p, grad_q, user_bias, item_bias, user_acc, item_acc, lr,
+                  l2):  # fmt: skip
+    """The step sizes of rows u and i (lr without accumulators); advances the accumulators.
+
+    The sizes come from the accumulators before this step, which then add
+    the step's mean squared gradient over the row's coordinates.
+    """
+    if user_acc is None:
+        return lr, lr
+    lr_u, lr_i = lr / np.sqrt(user_acc[u]), lr / np.sqrt(item_acc[i])
+    sq_u, sq_i, n = grad_p @ grad_p, grad_q @ grad_q, p.size
+    if user_bias is not None:
+        sq_u += (g - l2 * user_bias[u]) ** 2
+        sq_i += (g - l2 * item_bias[i]) ** 2
+        n += 1
+    user_acc[u] += sq_u / n
+    item_acc[i] += sq_i / n
+    return lr_u, lr_i
 
 
 def objective(loss, rows, cols, values, user_factors, item_factors, l2):
@@ -91,14 +104,18 @@ def entry_gradient(loss, value, p, q, l2):
 def block_epoch(
     loss, rows, cols, values, block_offsets, schedule, user_factors, item_factors, lr, l2
 ):
-    """One epoch of the block schedule: blocks stratum by stratum, entries in storage order."""
+    """One epoch of the block schedule: blocks stratum by stratum, entries in storage order.
+
+    Returns the factors and each block's data loss, summed before each step.
+    """
     P = user_factors.astype(np.float64)
     Q = item_factors.astype(np.float64)
+    block_losses = np.zeros(len(block_offsets) - 1)
     for stratum in schedule:
         for block in stratum:
             span = np.arange(block_offsets[block], block_offsets[block + 1])
-            P, Q, _ = sgd_epoch(loss, rows, cols, values, span, P, Q, lr, l2)
-    return P, Q
+            P, Q, block_losses[block] = sgd_epoch(loss, rows, cols, values, span, P, Q, lr, l2)
+    return P, Q, block_losses
 
 
 # ------------------------------------------------------------ sampled losses
@@ -199,16 +216,8 @@ def _pointwise(u, i, label, weight, P, Q, user_bias, item_bias, user_acc, item_a
     loss = weight * softplus(-label * score)
     g = label * weight * sigmoid(-label * score)
     grad_p, grad_q = g * q - l2 * p, g * p - l2 * q
-    lr_u = lr_i = lr
-    if user_acc is not None:
-        sq_u, sq_i, n = grad_p @ grad_p, grad_q @ grad_q, p.size
-        if use_bias:
-            sq_u += (g - l2 * user_bias[u]) ** 2
-            sq_i += (g - l2 * item_bias[i]) ** 2
-            n += 1
-        user_acc[u] += sq_u / n
-        item_acc[i] += sq_i / n
-        lr_u, lr_i = lr / np.sqrt(user_acc[u]), lr / np.sqrt(item_acc[i])
+    lr_u, lr_i = _adagrad_step(u, i, g, p, q, grad_p, grad_q, user_bias, item_bias,
+                               user_acc, item_acc, lr, l2)  # fmt: skip
     if use_bias:
         user_bias[u] += lr_u * (g - l2 * user_bias[u])
         item_bias[i] += lr_i * (g - l2 * item_bias[i])
@@ -230,7 +239,9 @@ def _bpr(u, i, j, weight, P, Q, item_bias, user_acc, item_acc, lr, l2, use_bias)
     g = weight * sigmoid(-x)
     grad_p, grad_i, grad_j = g * (qi - qj) - l2 * p, g * p - l2 * qi, -g * p - l2 * qj
     lr_u = lr_i = lr_j = lr
-    if user_acc is not None:
+    if user_acc is not None:  # step sizes from the accumulators before this step
+        lr_u = lr / np.sqrt(user_acc[u])
+        lr_i, lr_j = lr / np.sqrt(item_acc[i]), lr / np.sqrt(item_acc[j])
         n_item = p.size + (1 if use_bias else 0)
         sq_i, sq_j = grad_i @ grad_i, grad_j @ grad_j
         if use_bias:
@@ -239,8 +250,6 @@ def _bpr(u, i, j, weight, P, Q, item_bias, user_acc, item_acc, lr, l2, use_bias)
         user_acc[u] += grad_p @ grad_p / p.size
         item_acc[i] += sq_i / n_item
         item_acc[j] += sq_j / n_item
-        lr_u = lr / np.sqrt(user_acc[u])
-        lr_i, lr_j = lr / np.sqrt(item_acc[i]), lr / np.sqrt(item_acc[j])
     if use_bias:
         item_bias[i] = bi + lr_i * (g - l2 * bi)
         item_bias[j] = bj + lr_j * (-g - l2 * bj)

@@ -83,7 +83,8 @@ def test_epoch_equals_numpy_reference_of_the_same_schedule(loss, epoch):
     P = (0.3 * rng.standard_normal((40, 4))).astype(np.float32)
     Q = (0.3 * rng.standard_normal((30, 4))).astype(np.float32)
     schedule = _blocks.epoch_schedule(layout.grid, rng)
-    P_ref, Q_ref = block_epoch(
+    block_losses = np.full(layout.grid**2, np.nan)
+    P_ref, Q_ref, losses_ref = block_epoch(
         loss,
         layout.rows,
         layout.cols,
@@ -110,9 +111,13 @@ def test_epoch_equals_numpy_reference_of_the_same_schedule(loss, epoch):
         NONE,
         np.float32(0.05),
         np.float32(0.1),
+        block_losses,
     )
     np.testing.assert_allclose(P, P_ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(Q, Q_ref, rtol=1e-4, atol=1e-5)
+    # Each block's loss, summed during its pass before each step.
+    np.testing.assert_allclose(block_losses, losses_ref, rtol=1e-5)
+    assert (block_losses > 0).sum() == (np.diff(layout.block_offsets) > 0).sum()
 
 
 @pytest.mark.parametrize("epoch", [_kernels.sgd_epoch_serial, _kernels.sgd_epoch_parallel])
@@ -143,6 +148,7 @@ def test_each_rating_is_visited_exactly_once_per_epoch(epoch):
         NONE,
         lr,
         np.float32(0),
+        np.zeros(16),
     )
     visits = Q[:, 0] / lr
     np.testing.assert_allclose(visits, layout.item_counts, rtol=1e-3)

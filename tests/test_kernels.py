@@ -35,8 +35,11 @@ def run_sgd(
     user_acc=NONE,
     item_acc=NONE,
 ):
-    """Visit entries in `order` with the block kernel (a block stored in that order)."""
-    BLOCK[loss](
+    """Visit entries in `order` with the block kernel (a block stored in that order).
+
+    Returns the data loss the kernel summed during the pass.
+    """
+    return BLOCK[loss](
         rows[order],
         cols[order],
         values[order],
@@ -89,9 +92,11 @@ def test_one_epoch_matches_reference(loss, k):
     order = np.concatenate([order, order[:50]])
     lr, l2 = 0.05, 0.1
     P_ref, Q_ref, loss_ref = sgd_epoch(loss, rows, cols, values, order, P, Q, lr, l2)
-    run_sgd(loss, rows, cols, values, order, P, Q, lr, l2)
+    summed = run_sgd(loss, rows, cols, values, order, P, Q, lr, l2)
     np.testing.assert_allclose(P, P_ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(Q, Q_ref, rtol=1e-4, atol=1e-5)
+    # The loss summed during the pass: each entry's, before its own step.
+    assert summed == pytest.approx(loss_ref, rel=1e-5)
 
 
 @pytest.mark.parametrize("loss", ["squared", "logistic"])
@@ -110,12 +115,13 @@ def test_epoch_with_biases_and_adagrad_matches_reference(loss, use_bias, adagrad
         a.astype(np.float64) if a is not None else None
         for a in (user_bias, item_bias, user_acc, item_acc)
     ]
-    P_ref, Q_ref, _ = sgd_epoch(loss, rows, cols, values, order, P, Q, 0.05, 0.1, *refs)
-    run_sgd(
+    P_ref, Q_ref, loss_ref = sgd_epoch(loss, rows, cols, values, order, P, Q, 0.05, 0.1, *refs)
+    summed = run_sgd(
         loss, rows, cols, values, order, P, Q, 0.05, 0.1, user_bias, item_bias, user_acc, item_acc
     )
     np.testing.assert_allclose(P, P_ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(Q, Q_ref, rtol=1e-4, atol=1e-5)
+    assert summed == pytest.approx(loss_ref, rel=1e-5)
     for got, ref in zip((user_bias, item_bias, user_acc, item_acc), refs):
         if ref is not None:
             np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
@@ -135,19 +141,25 @@ def test_epoch_with_biases_and_adagrad_matches_reference(loss, use_bias, adagrad
 def one_at_a_time(
     logistic, rows, cols, values, P, Q, user_bias, item_bias, user_acc, item_acc, lr, l2
 ):
-    """The SGD pass without grouping: each gradient computed right before its own step."""
+    """The SGD pass without grouping: each gradient computed right before its own step.
+
+    Returns the summed data loss, one log per logistic entry.
+    """
+    total = 0.0
     for t in range(rows.shape[0]):
-        gradient = _kernels._entry_gradient(
+        gradient, term = _kernels._entry_gradient(
             logistic, P, rows[t], Q, cols[t], values[t], user_bias, item_bias
         )
+        total += -np.log(term) if logistic else term
         _kernels._sgd_step(
             P, rows[t], Q, cols[t], gradient, user_bias, item_bias, user_acc, item_acc, lr, l2
         )
+    return total
 
 
 @numba.njit(fastmath=set(FASTMATH_FLAGS), error_model="numpy")
 def grouped(logistic, rows, cols, values, P, Q, user_bias, item_bias, user_acc, item_acc, lr, l2):
-    _kernels._sgd_grouped(
+    return _kernels._sgd_grouped(
         logistic,
         rows,
         cols,
@@ -202,11 +214,16 @@ def test_grouped_steps_equal_one_at_a_time_bit_for_bit(loss, extras, length):
     expected = [a.copy() if a is not None else None for a in state]
     lr, l2 = np.float32(0.2), np.float32(0.05)
     logistic = loss == "logistic"
-    one_at_a_time(logistic, rows, cols, values, *expected, lr, l2)
-    grouped(logistic, rows, cols, values, *state, lr, l2)
+    expected_loss = one_at_a_time(logistic, rows, cols, values, *expected, lr, l2)
+    grouped_loss = grouped(logistic, rows, cols, values, *state, lr, l2)
     for got, want in zip(state, expected):
         if want is not None:
             np.testing.assert_array_equal(got, want)
+    # The same losses, up to the logistic pass's products of LOG_EVERY likelihoods
+    # (this large step makes the squared loss blow up: nan on both sides then).
+    np.testing.assert_allclose(grouped_loss, expected_loss, rtol=1e-12)
+    if logistic:
+        assert np.isfinite(grouped_loss)
     # The data must exercise both paths, and a stale gradient must be visible.
     lanes = np.stack(
         [rows[: length // 4 * 4].reshape(-1, 4), cols[: length // 4 * 4].reshape(-1, 4)]
@@ -223,10 +240,13 @@ def test_grouped_steps_equal_one_at_a_time_bit_for_bit(loss, extras, length):
             simple += [np.ones(m, dtype=np.float32), np.ones(n, dtype=np.float32)]
         else:
             simple += [NONE] * 4
-        _kernels.sgd_block_logistic_one_at_a_time(rows, cols, values, 0, length, *simple, lr, l2)
+        simple_loss = _kernels.sgd_block_logistic_one_at_a_time(
+            rows, cols, values, 0, length, *simple, lr, l2
+        )
         for got, want in zip(simple, expected):
             if want is not None:
                 np.testing.assert_array_equal(got, want)
+        assert simple_loss == grouped_loss  # bit for bit, as the factors
 
 
 @pytest.mark.parametrize("loss", ["squared", "logistic"])
@@ -374,3 +394,21 @@ def test_inner_loops_over_k_are_vectorized(name):
     )
     asm = fresh.inspect_asm(fresh.signatures[0])
     assert re.search(r"vfn?m(add|sub)\w*ps\s+.*%[yz]mm", asm), "no packed FMA on ymm/zmm"
+
+
+def test_running_logistic_loss_is_exact_at_extreme_margins():
+    # One entry per block: margins from confidently right to badly wrong. The
+    # summed loss is log(1 + exp(-m)) whatever the sign (no cancellation for
+    # m >> 0, no overflow for m << 0), capped at float32's smallest normal
+    # likelihood (a loss of 87.3) only below m = -87.
+    margins = np.array([40.0, 15.0, 2.0, 0.0, -2.0, -15.0, -60.0, -100.0])
+    for margin in margins:
+        P = np.array([[1.0]], dtype=np.float32)
+        Q = np.array([[margin]], dtype=np.float32)
+        one = np.zeros(1, dtype=np.int32)
+        got = _kernels.sgd_block_logistic(
+            one, one, np.ones(1, np.float32), 0, 1, P, Q, NONE, NONE, NONE, NONE,
+            np.float32(0.0), np.float32(0.0),
+        )  # fmt: skip
+        want = min(np.logaddexp(0.0, -margin), 126 * np.log(2.0))
+        assert got == pytest.approx(want, rel=1e-6), margin
