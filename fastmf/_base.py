@@ -405,6 +405,7 @@ class MatrixFactorization(RecommenderMixin):
                     inverse_permutation(layout.item_perm)[val.cols],
                     val.values - np.float32(global_mean),
                     loss,
+                    parallel=threads > 1,
                 )
             backend.start(layout, loss, state, self._sampling(params))
             stopping = StoppingRules(

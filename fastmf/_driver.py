@@ -18,6 +18,12 @@ from .exceptions import DivergenceError
 class Validation:
     """Validation entries in the layout's internal ids, on the training scale.
 
+    The entries are kept sorted by user, so that scoring them reads the user
+    factors in order, and scored in chunks of ``CHUNK`` by the loss's
+    objective kernel (the score, the loss and its sum in one pass, chunks on
+    numba's threads when ``parallel``); the chunks are added in order, so the
+    metric has the same bits for any thread count.
+
     Parameters
     ----------
     rows, cols : ndarray of int64
@@ -25,20 +31,28 @@ class Validation:
         Already centred like the training values.
     loss : fastmf._losses.Loss
         Whose validation metric is reported.
+    parallel : bool, default=False
     """
 
     greater_is_better = False
+    CHUNK = 2**16
 
-    def __init__(self, rows, cols, values, loss):
-        self.rows, self.cols, self.values, self.loss = rows, cols, values, loss
+    def __init__(self, rows, cols, values, loss, parallel=False):
+        order = np.argsort(rows, kind="stable")
+        self.rows, self.cols, self.values = rows[order], cols[order], values[order]
+        self.loss = loss
+        count = rows.shape[0]
+        self.offsets = np.append(np.arange(0, count, self.CHUNK), count).astype(np.int64)
+        self.sums = np.zeros(self.offsets.shape[0] - 1)
+        self.kernel = _kernels.objective_parallel if parallel else _kernels.objective_serial
 
     def score(self, state):
         """Return the validation metric of ``state`` (a float; lower is better)."""
-        scores = np.empty(self.rows.shape[0], dtype=np.float32)
-        _kernels.predict_coo(self.rows, self.cols, state.user_factors, state.item_factors, scores)
-        if state.user_bias is not None:
-            scores += state.user_bias[self.rows] + state.item_bias[self.cols]
-        return self.loss.validation_metric(self.values, scores)
+        self.kernel(
+            self.loss.kernels, self.rows, self.cols, self.values, self.offsets,
+            state.user_factors, state.item_factors, state.user_bias, state.item_bias, self.sums,
+        )  # fmt: skip
+        return self.loss.validation_metric(self.sums.sum(), self.rows.shape[0])
 
 
 class RankingValidation:

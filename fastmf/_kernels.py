@@ -28,9 +28,10 @@ Conventions for every kernel:
   and objective kernels run its block kernels (:func:`sgd_block`,
   :func:`block_loss`) and compile no other loss's code.
 
-The objective kernels sum float32 loss terms per block in float64 into
-``out`` (float64, shape (n_blocks,)); the caller adds the blocks up in a
-fixed order, so the result does not depend on how many threads ran.
+The SGD epoch kernels (each entry's loss, before its step) and the objective
+kernels (the loss of the current state) sum float32 loss terms per block in
+float64 into ``out`` (float64, shape (n_blocks,)); the caller adds the blocks
+up in a fixed order, so the result does not depend on how many threads ran.
 """
 
 import math

@@ -24,7 +24,7 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
 def stripes(ids, grid, size):
-    """Stripe of each id (int64), as ``fastmf._blocks._stripe``."""
+    """Stripe of each id (int64), as in ``fastmf._blocks._scatter``."""
     return (ids.astype(np.int64) * grid) // size
 
 

@@ -118,9 +118,13 @@ class Loss:
         """Return the float32 values this loss trains on, or raise a ValueError that says why."""
         return self._values_check(values)
 
-    def validation_metric(self, values, scores):
-        """Return the validation metric of float32 ``scores`` against ``values`` (a float)."""
-        return self._metric(values, scores.astype(np.float64))
+    def validation_metric(self, data_loss, count):
+        """Return the validation metric of ``count`` entries whose data loss sums to ``data_loss``.
+
+        The data loss is what the objective kernels sum (``kernels.block_loss``):
+        RMSE is ``sqrt(2 * data_loss / count)``, the mean log loss ``data_loss / count``.
+        """
+        return self._metric(float(data_loss), count)
 
     def fold_in(self, design, target, offset, ridge, n_iter):
         """Solve one new user's row: minimize the loss of ``design @ x + offset`` plus a ridge.
@@ -132,12 +136,12 @@ class Loss:
         return self._fold_in_solver(design, target, offset, ridge, n_iter)
 
 
-def _rmse(values, scores):
-    return float(np.sqrt(np.mean((values - scores) ** 2)))
+def _rmse(half_squared_errors, count):
+    return float(np.sqrt(2.0 * half_squared_errors / count))
 
 
-def _mean_log_loss(values, scores):
-    return float(np.mean(np.logaddexp(0.0, -values * scores)))
+def _mean_log_loss(log_losses, count):
+    return log_losses / count
 
 
 def _any_finite(values):

@@ -397,6 +397,8 @@ def mf(R, k, n_epoch=5000, lr=0.0003, l2=0.04, random_state=None, tol=None):
         tol=tol,
         biases=False,  # the notebook's model has none
         random_state=random_state,
+        # The notebook's tolerance is on the loss of the factors after an epoch.
+        monitor="running" if tol is None else "exact",
     )
     params = model._validated_params()
     coo = model._check_input(R, None, "raise")

@@ -83,9 +83,18 @@ class TrainingState:
         """All six arrays (None where unused), in :attr:`NAMES` order: the kernels' order."""
         return tuple(getattr(self, name) for name in self.NAMES)
 
-    def copy_parameters(self):
-        """Return copies of the learned parameters, in :attr:`PARAMETERS` order."""
-        return [None if a is None else a.copy() for a in self.arrays()[:4]]
+    def copy_parameters(self, into=None):
+        """Return copies of the learned parameters, in :attr:`PARAMETERS` order.
+
+        ``into``, a list an earlier call returned, is filled and returned
+        instead of allocating new arrays (a new best epoch after another).
+        """
+        if into is None:
+            return [None if a is None else a.copy() for a in self.arrays()[:4]]
+        for array, kept in zip(self.arrays()[:4], into):
+            if array is not None:
+                np.copyto(kept, array)
+        return into
 
     def restore_parameters(self, saved):
         """Copy parameters saved by :meth:`copy_parameters` back into this state's arrays."""

@@ -61,7 +61,7 @@ class StoppingRules:
             self.val_curve.append(val_loss)
             if (val_loss > self.best_val) if self.maximize else (val_loss < self.best_val):
                 self.best_val, self.best_epoch = val_loss, epoch
-                self.best_state = state.copy_parameters()
+                self.best_state = state.copy_parameters(into=self.best_state)
         if self.best is None:
             return np.inf
         return (self.best - objective) / abs(self.best) if self.best != 0 else 0.0

@@ -146,3 +146,27 @@ def test_fits_are_identical_whichever_path_builds_the_layout(monkeypatch, duplic
     for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_", "loss_curve_",
                  "seen_indptr_", "seen_items_"):  # fmt: skip
         np.testing.assert_array_equal(getattr(small, name), getattr(large, name))
+
+
+@pytest.mark.parametrize("duplicates", ["raise", "sum", "last"])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_long_user_runs_sort_as_the_numpy_twin(duplicates, shuffle):
+    # Three users with 60 items each in one block: runs longer than the
+    # insertion sort's limit go through the merge sort, which must keep input
+    # order among duplicates ("last" means the last given) like the twin.
+    assert 60 > _blocks._INSERTION_SORT_MAX
+    rows, cols, values = with_duplicates(5, 3, 60, 180, 25)
+    (block_rows, block_cols, block_values, offsets), _ = scattered(
+        rows, cols, values, (3, 60), 1, 5
+    )
+    seeds = np.array([123], dtype=np.int64)
+    policy = _blocks.duplicates_code(duplicates)
+    twin = [block_rows.copy(), block_cols.copy(), block_values.copy()]
+    twin_results = _layout_numpy.canonicalize_blocks(*twin, offsets, seeds, policy, 2, shuffle)
+    kernel = [block_rows.copy(), block_cols.copy(), block_values.copy()]
+    results = np.zeros((1, 4), dtype=np.int64)
+    _blocks._canonicalize_serial(*kernel, offsets, seeds, policy, 2, shuffle, results)
+    np.testing.assert_array_equal(results, twin_results)
+    assert results[0, 1] == 25
+    for a, b in zip(kept_entries(kernel, offsets, results), kept_entries(twin, offsets, results)):
+        np.testing.assert_array_equal(a, b)
