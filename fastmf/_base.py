@@ -55,6 +55,8 @@ class MatrixFactorization(RecommenderMixin):
     """
 
     _loss = None  # a fastmf._losses.Loss, named by each model class
+    # lr=None takes the learning-rate schedule's entry here (None: lr is required).
+    _default_lr = {"constant": 0.005, "adagrad": 0.1}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -63,7 +65,7 @@ class MatrixFactorization(RecommenderMixin):
     def __init__(
         self,
         k=32,
-        lr=0.005,
+        lr=None,
         l2=0.08,
         n_epochs=100,
         tol=1e-4,
@@ -155,7 +157,14 @@ class MatrixFactorization(RecommenderMixin):
                 bound = f">= {low}" if low_ok else f"> {low}"
                 raise ValueError(f"{name}: {key} must be {bound}, got {value!r}.")
 
+        if p["learning_rate"] not in LEARNING_RATES:
+            raise ValueError(
+                f"{name}: learning_rate must be one of {LEARNING_RATES}, got "
+                f"{p['learning_rate']!r}."
+            )
         number("k", 1, True, integer=True)
+        if p["lr"] is None and self._default_lr is not None:
+            p["lr"] = self._default_lr.get(p["learning_rate"])
         number("lr", 0, False)
         number("l2", 0, True)
         number("n_epochs", 1, True, integer=True)
@@ -170,11 +179,6 @@ class MatrixFactorization(RecommenderMixin):
             raise ValueError(f"{name}: {error}") from None
         if p["grid"] is not None:
             number("grid", 1, True, integer=True)
-        if p["learning_rate"] not in LEARNING_RATES:
-            raise ValueError(
-                f"{name}: learning_rate must be one of {LEARNING_RATES}, got "
-                f"{p['learning_rate']!r}."
-            )
         if not isinstance(p["biases"], (bool, np.bool_)):
             raise TypeError(f"{name}: biases must be True or False, got {p['biases']!r}.")
         # A model without this parameter (ImplicitMF: sampled losses have no

@@ -207,7 +207,7 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=2, shuffle=
             index_dtype(coo.shape),
         )
     else:
-        rows, cols, values, offsets = _scatter(coo, user_new, item_new, grid)
+        rows, cols, values, offsets = _scatter(coo, user_new, item_new, grid, parallel)
     results = canonicalize_blocks(
         rows, cols, values, offsets, seeds, duplicates, ways, parallel=parallel, shuffle=shuffle
     )
@@ -243,26 +243,36 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=2, shuffle=
     )
 
 
-def _scatter(coo, user_new, item_new, grid):
-    """Relabel the ratings and group them by block, keeping input order within a block."""
+def _scatter(coo, user_new, item_new, grid, parallel=False):
+    """Relabel the ratings and group them by block, keeping input order within a block.
+
+    ``parallel`` splits the input into one contiguous chunk per thread; chunk
+    ``c`` writes its ratings of a block after those of the chunks before it,
+    so the result is the serial one, bit for bit.
+    """
     m, n = coo.shape
     n_blocks = grid * grid
     # Each id's block row / column, looked up per rating: an int64 division per
     # rating (two per pass) was most of these passes' time.
     user_offset = ((user_new * grid) // m * grid).astype(np.int32)
     item_stripe = ((item_new * grid) // n).astype(np.int32)
-    counts = np.zeros(n_blocks, dtype=np.int64)
-    _count_blocks(coo.rows, coo.cols, user_offset, item_stripe, counts)
+    n_chunks = numba.get_num_threads() if parallel else 1
+    bounds = np.linspace(0, coo.nnz, n_chunks + 1).astype(np.int64)
+    counts = np.zeros((n_chunks, n_blocks), dtype=np.int64)
+    (_count_blocks_parallel if parallel else _count_blocks)(
+        coo.rows, coo.cols, user_offset, item_stripe, bounds, counts
+    )
     offsets = np.zeros(n_blocks + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
+    np.cumsum(counts.sum(axis=0), out=offsets[1:])
+    # Chunk c's first slot in block b: after the chunks before it.
+    cursor = offsets[:-1] + np.cumsum(counts, axis=0) - counts
     dtype = index_dtype(coo.shape)
     rows = np.empty(coo.nnz, dtype=dtype)
     cols = np.empty(coo.nnz, dtype=dtype)
     values = np.empty(coo.nnz, dtype=np.float32)
-    cursor = offsets[:-1].copy()
-    _scatter_blocks(
+    (_scatter_blocks_parallel if parallel else _scatter_blocks)(
         coo.rows, coo.cols, coo.values, user_new.astype(dtype), item_new.astype(dtype),
-        user_offset, item_stripe, cursor, rows, cols, values,
+        user_offset, item_stripe, bounds, cursor, rows, cols, values,
     )  # fmt: skip
     return rows, cols, values, offsets
 
@@ -419,27 +429,45 @@ def _count_ids(ids, size):
 
 
 @kernel
-def _count_blocks(rows, cols, user_offset, item_stripe, counts):
-    """Count the ratings of each block into ``counts`` (int64, shape (grid * grid,)).
+def _count_chunk(rows, cols, user_offset, item_stripe, lo, hi, counts):
+    """Count the ratings ``lo:hi`` of each block into ``counts`` (int64, (grid * grid,)).
 
     ``user_offset[u]`` is ``grid`` times the stripe of original user ``u``,
     ``item_stripe[i]`` the stripe of original item ``i``.
     """
-    for idx in range(rows.shape[0]):
+    for idx in range(lo, hi):
         counts[user_offset[rows[idx]] + item_stripe[cols[idx]]] += 1
 
 
 @kernel
-def _scatter_blocks(
-    rows, cols, values, user_new, item_new, user_offset, item_stripe, cursor,
+def _count_blocks(rows, cols, user_offset, item_stripe, bounds, counts):
+    """Count each chunk's ratings per block: ``counts[c]`` for ``bounds[c]:bounds[c + 1]``."""
+    for chunk in range(bounds.shape[0] - 1):
+        _count_chunk(
+            rows, cols, user_offset, item_stripe, bounds[chunk], bounds[chunk + 1], counts[chunk]
+        )
+
+
+@parallel_kernel
+def _count_blocks_parallel(rows, cols, user_offset, item_stripe, bounds, counts):
+    """:func:`_count_blocks`, chunks in parallel."""
+    for chunk in numba.prange(bounds.shape[0] - 1):
+        _count_chunk(
+            rows, cols, user_offset, item_stripe, bounds[chunk], bounds[chunk + 1], counts[chunk]
+        )
+
+
+@kernel
+def _scatter_chunk(
+    rows, cols, values, user_new, item_new, user_offset, item_stripe, lo, hi, cursor,
     out_rows, out_cols, out_values,
 ):  # fmt: skip
-    """Copy every rating to its block, relabeled, keeping input order within a block.
+    """Copy ratings ``lo:hi`` to their blocks, relabeled, in input order.
 
-    ``cursor`` (int64, shape (grid * grid,)) starts at each block's offset and
-    is advanced in place; ``out_*`` are filled in place.
+    ``cursor`` (int64, (grid * grid,)) starts at this chunk's first slot in
+    each block and is advanced in place; ``out_*`` are filled in place.
     """
-    for idx in range(rows.shape[0]):
+    for idx in range(lo, hi):
         user = rows[idx]
         item = cols[idx]
         block = user_offset[user] + item_stripe[item]
@@ -448,6 +476,32 @@ def _scatter_blocks(
         out_cols[position] = item_new[item]
         out_values[position] = values[idx]
         cursor[block] = position + 1
+
+
+@kernel
+def _scatter_blocks(
+    rows, cols, values, user_new, item_new, user_offset, item_stripe, bounds, cursor,
+    out_rows, out_cols, out_values,
+):  # fmt: skip
+    """Scatter each chunk ``bounds[c]:bounds[c + 1]`` from its ``cursor[c]``."""
+    for chunk in range(bounds.shape[0] - 1):
+        _scatter_chunk(
+            rows, cols, values, user_new, item_new, user_offset, item_stripe,
+            bounds[chunk], bounds[chunk + 1], cursor[chunk], out_rows, out_cols, out_values,
+        )  # fmt: skip
+
+
+@parallel_kernel
+def _scatter_blocks_parallel(
+    rows, cols, values, user_new, item_new, user_offset, item_stripe, bounds, cursor,
+    out_rows, out_cols, out_values,
+):  # fmt: skip
+    """:func:`_scatter_blocks`, chunks in parallel (disjoint slots: the same result)."""
+    for chunk in numba.prange(bounds.shape[0] - 1):
+        _scatter_chunk(
+            rows, cols, values, user_new, item_new, user_offset, item_stripe,
+            bounds[chunk], bounds[chunk + 1], cursor[chunk], out_rows, out_cols, out_values,
+        )  # fmt: skip
 
 
 @kernel

@@ -118,6 +118,8 @@ class ImplicitMF(MatrixFactorization):
     False
     """
 
+    _default_lr = None  # lr is always given (its default is 0.2)
+
     def __init__(
         self,
         k=32,

@@ -170,3 +170,21 @@ def test_long_user_runs_sort_as_the_numpy_twin(duplicates, shuffle):
     assert results[0, 1] == 25
     for a, b in zip(kept_entries(kernel, offsets, results), kept_entries(twin, offsets, results)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_parallel_scatter_equals_the_serial_one():
+    # Each thread scatters a contiguous chunk after the chunks before it, so
+    # the blocks keep input order: the serial result, bit for bit.
+    from fastmf._jit import numba_threads
+
+    rows, cols, values, _ = random_coo(9, 50, 40, 1500)
+    coo = check_coo((rows, cols, values), (50, 40))
+    rng = np.random.default_rng(9)
+    user_new, item_new = rng.permutation(50), rng.permutation(40)
+    serial = _blocks._scatter(coo, user_new, item_new, 3)
+    with numba_threads(2) as threads:
+        if threads < 2:
+            pytest.skip("needs two of numba's threads")
+        parallel = _blocks._scatter(coo, user_new, item_new, 3, parallel=True)
+    for a, b in zip(parallel, serial):
+        np.testing.assert_array_equal(a, b)
