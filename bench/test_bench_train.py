@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -188,3 +189,83 @@ def test_peak_memory_of_fit(benchmark, request, synthetic):
         f"triplets ({triplets / 2**20:.0f} MiB) and the factors ({factors / 2**20:.0f} MiB)"
     )
     assert extra <= 1.1 * (triplets + factors) + 16 * 2**20
+
+
+@pytest.mark.parametrize("threads", [1, max_threads()])
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_whole_fit_to_epoch_throughput(benchmark, split, loss, threads):
+    """A whole 20-epoch fit's throughput as a fraction of its own epochs' (target >= 0.8).
+
+    The fit: the fast path (``learning_rate="adagrad"``, default ``lr``, biases,
+    ``l2=0.05``, k=32) with ``X_val`` scored after every epoch, timed from the
+    call to its return. Its epochs: the same SGD epoch kernel on the same kind
+    of layout, 20 epochs back to back, nothing else. Alternating rounds; the
+    ratio of the medians. What separates the two is validation, layout,
+    initialization, monitoring and the final commit.
+    """
+    from fastmf import _blocks, _kernels
+    from fastmf._jit import numba_threads
+    from fastmf._losses import LOSSES
+    from fastmf._validation import check_coo
+
+    train, test, shape = split
+    k = 32
+    if loss == "logistic":
+        train = (train[0], train[1], labels_of(train[2]))
+        test = (test[0], test[1], labels_of(test[2]))
+    model_class = fastmf.RealValueMF if loss == "squared" else fastmf.BinaryMF
+    params = dict(k=k, learning_rate="adagrad", l2=L2, n_epochs=EPOCHS, tol=None, patience=100)
+    params.update(n_threads=threads, random_state=0)
+    code = LOSSES[loss]
+    grid = _blocks.choose_grid(*shape, train[0].size, k)
+    layout = _blocks.arrange(
+        check_coo(train, shape), grid, np.random.default_rng(0), ways=code.interleave
+    )
+    run_epoch = _kernels.sgd_epoch_parallel if threads > 1 else _kernels.sgd_epoch_serial
+    lr = np.float32(0.1 if loss == "squared" else 0.2)
+
+    def fit():
+        start = time.perf_counter()
+        model_class(**params).fit(train, shape=shape, X_val=test)
+        return time.perf_counter() - start
+
+    def epochs(count=EPOCHS):
+        rng = np.random.default_rng(0)
+        std = np.float32(0.1 / np.sqrt(k))
+        user_factors = rng.standard_normal((shape[0], k), dtype=np.float32) * std
+        item_factors = rng.standard_normal((shape[1], k), dtype=np.float32) * std
+        state = (
+            user_factors, item_factors,
+            np.zeros(shape[0], np.float32), np.zeros(shape[1], np.float32),
+            np.ones(shape[0], np.float32), np.ones(shape[1], np.float32),
+        )  # fmt: skip
+        block_loss = np.zeros(grid**2)
+        start = time.perf_counter()
+        with numba_threads(threads):
+            for _ in range(count):
+                schedule = _blocks.epoch_schedule(grid, rng)
+                run_epoch(
+                    code.kernels, layout.rows, layout.cols, layout.values, layout.block_offsets,
+                    schedule, *state, lr, np.float32(L2), block_loss,
+                )  # fmt: skip
+        return time.perf_counter() - start
+
+    def measure(rounds=2):
+        model_class(**{**params, "n_epochs": 1}).fit(train, shape=shape, X_val=test)  # compile
+        epochs(1)
+        seconds = {"fit": [], "epochs": []}
+        for r in range(rounds):
+            for what in ("fit", "epochs") if r % 2 == 0 else ("epochs", "fit"):
+                seconds[what].append(fit() if what == "fit" else epochs())
+        return seconds
+
+    benchmark.group = "whole fit vs its epochs"
+    seconds = benchmark.pedantic(measure, rounds=1, iterations=1)
+    ratio = float(np.median(seconds["epochs"]) / np.median(seconds["fit"]))
+    benchmark.extra_info.update(loss=loss, threads=threads, ratio=ratio, **seconds)
+    print(
+        f"\n{loss}, k={k}, {threads} thread(s), {EPOCHS} epochs: whole fit "
+        f"{np.round(seconds['fit'], 2).tolist()} s, its epochs alone "
+        f"{np.round(seconds['epochs'], 2).tolist()} s; fit throughput / epoch throughput "
+        f"{ratio:.2f} (target 0.8)"
+    )

@@ -415,6 +415,33 @@ def _scatter_csr(rows, cols, user_perm, item_perm, cursor, out_items):
         cursor[user] += 1
 
 
+def stable_order(keys, size):
+    """Return the permutation that sorts ``keys`` (ids in range(size)) stably, as int64.
+
+    ``np.argsort(keys, kind="stable")``, bit for bit; large arrays go through a
+    counting sort (O(n + size)), which took validation's sort of 1M ratings
+    from 0.08 s to a few ms.
+    """
+    if keys.shape[0] < _layout_numpy.SMALL_LAYOUT_RATINGS:
+        return np.argsort(keys, kind="stable")
+    return _counting_order(keys, size)
+
+
+@kernel
+def _counting_order(keys, size):
+    """Kernel of :func:`stable_order`."""
+    starts = np.zeros(size + 1, dtype=np.int64)
+    for idx in range(keys.shape[0]):
+        starts[keys[idx] + 1] += 1
+    for key in range(1, size + 1):
+        starts[key] += starts[key - 1]
+    order = np.empty(keys.shape[0], dtype=np.int64)
+    for idx in range(keys.shape[0]):
+        order[starts[keys[idx]]] = idx
+        starts[keys[idx]] += 1
+    return order
+
+
 @kernel
 def _count_ids(ids, size):
     """Return how often each id in range(size) occurs, as float64.
@@ -514,37 +541,20 @@ def splitmix64(state):
     return state, z ^ (z >> np.uint64(31))
 
 
-# Longer runs of one user in a block are sorted by merge sort instead.
-_INSERTION_SORT_MAX = 32
-
-
-@kernel
-def _insertion_sort(keys, values, start, end):
-    """Sort ``keys[start:end]`` (and ``values`` alongside) in place, stably."""
-    for t in range(start + 1, end):
-        key = keys[t]
-        value = values[t]
-        j = t - 1
-        while j >= start and keys[j] > key:
-            keys[j + 1] = keys[j]
-            values[j + 1] = values[j]
-            j -= 1
-        keys[j + 1] = key
-        values[j + 1] = value
-
-
 @kernel
 def _canonicalize_block(rows, cols, values, start, size, seed, policy, ways, shuffle, out):
     """Sort one block by (user, item), resolve duplicates, shuffle items within user runs.
 
-    A counting sort by user (stable, O(size + users in the stripe)) followed
-    by an insertion sort of each user's short run by item. ``policy``: 0 only
-    counts duplicates (the caller raises), 1 sums them, 2 keeps the last one
-    given. With ``shuffle`` false, each user's run stays sorted by item (the
-    sampled losses search it). The block keeps its first ``out[0]`` entries (fewer than ``size``
-    only when duplicates were merged); ``out[1:4]`` receives the duplicate
-    count and the (internal) user and item of the first one. Arrays are
-    updated in place.
+    A radix sort into scratch arrays (stable counting sorts by item, then by
+    user: O(size + items + users of the block's stripes)), where each user's
+    run is compacted over its duplicates and shuffled; one pass then writes
+    the block back in interleaved order (:func:`_interleave_starts`).
+    ``policy``: 0 only counts duplicates (the caller raises), 1 sums them,
+    2 keeps the last one given. With ``shuffle`` false, each user's run
+    stays sorted by item (the sampled losses search it). The block keeps its
+    first ``out[0]`` entries (fewer than ``size`` only when duplicates were
+    merged); ``out[1:4]`` receives the duplicate count and the (internal)
+    user and item of the first one. Arrays are updated in place.
     """
     if size == 0:
         out[0] = 0
@@ -552,9 +562,26 @@ def _canonicalize_block(rows, cols, values, start, size, seed, policy, ways, shu
     end = start + size
     lowest = rows[start]
     highest = rows[start]
+    lowest_item = cols[start]
+    highest_item = cols[start]
     for t in range(start, end):
         lowest = min(lowest, rows[t])
         highest = max(highest, rows[t])
+        lowest_item = min(lowest_item, cols[t])
+        highest_item = max(highest_item, cols[t])
+    # Radix sort, least significant key first: a stable counting sort by item
+    # (positions only), then a stable counting sort by user in that order.
+    # Both keep the input order among equal keys ("last" means last given).
+    item_starts = np.zeros(highest_item - lowest_item + 2, dtype=np.int64)
+    for t in range(start, end):
+        item_starts[cols[t] - lowest_item + 1] += 1
+    for r in range(1, item_starts.shape[0]):
+        item_starts[r] += item_starts[r - 1]
+    by_item = np.empty(size, dtype=np.int64)
+    for t in range(start, end):
+        slot = item_starts[cols[t] - lowest_item]
+        by_item[slot] = t
+        item_starts[cols[t] - lowest_item] = slot + 1
     run_starts = np.zeros(highest - lowest + 2, dtype=np.int64)
     for t in range(start, end):
         run_starts[rows[t] - lowest + 1] += 1
@@ -563,15 +590,17 @@ def _canonicalize_block(rows, cols, values, start, size, seed, policy, ways, shu
     cursor = run_starts[:-1].copy()
     sorted_cols = np.empty(size, dtype=cols.dtype)
     sorted_values = np.empty(size, dtype=np.float64)
-    for t in range(start, end):  # input order kept within a user: "last" means last given
+    for s in range(size):
+        t = by_item[s]
         slot = cursor[rows[t] - lowest]
         sorted_cols[slot] = cols[t]
         sorted_values[slot] = values[t]
         cursor[rows[t] - lowest] = slot + 1
 
     state = np.uint64(seed)
-    # Typed int64 from the start: a literal 0 would make numba compile a
-    # second specialization of _interleave (0.4 s of first-call compile time).
+    # Entries are compacted in the scratch arrays (kept <= t, so nothing
+    # unread is overwritten); kept_users[r] is the user of compacted entry r.
+    kept_users = np.empty(size, dtype=rows.dtype)
     kept = np.int64(0)
     duplicates = 0
     for r in range(run_starts.shape[0] - 1):
@@ -579,68 +608,62 @@ def _canonicalize_block(rows, cols, values, start, size, seed, policy, ways, shu
         run_end = run_starts[r + 1]
         if run_start == run_end:
             continue
-        # Stable sort by item: insertion sort for short runs; a frequent user's
-        # run (thousands of ratings in a block on power-law data) by merge sort,
-        # which took the layout's sorting from 0.51 to 0.31 s on 9M ratings.
-        if run_end - run_start > _INSERTION_SORT_MAX:
-            order = np.argsort(sorted_cols[run_start:run_end], kind="mergesort")
-            sorted_cols[run_start:run_end] = sorted_cols[run_start:run_end][order]
-            sorted_values[run_start:run_end] = sorted_values[run_start:run_end][order]
-        else:
-            _insertion_sort(sorted_cols, sorted_values, run_start, run_end)
-        # Drop duplicates, writing the run compacted to the block's output position.
-        first = start + kept
+        first = kept
         for t in range(run_start, run_end):
-            if t > run_start and sorted_cols[t] == sorted_cols[t - 1]:
+            # Sorted, so a duplicate repeats the item of the last entry kept.
+            if t > run_start and sorted_cols[t] == sorted_cols[kept - 1]:
                 if duplicates == 0:
                     out[2] = lowest + r
                     out[3] = sorted_cols[t]
                 duplicates += 1
                 if policy == 1:
-                    sorted_values[t] += sorted_values[t - 1]
-                    values[start + kept - 1] = np.float32(sorted_values[t])
+                    sorted_values[kept - 1] += sorted_values[t]
                 elif policy == 2:
-                    values[start + kept - 1] = np.float32(sorted_values[t])
+                    sorted_values[kept - 1] = sorted_values[t]
                 continue
-            rows[start + kept] = lowest + r
-            cols[start + kept] = sorted_cols[t]
-            values[start + kept] = np.float32(sorted_values[t])
+            sorted_cols[kept] = sorted_cols[t]
+            sorted_values[kept] = sorted_values[t]
+            kept_users[kept] = lowest + r
             kept += 1
         # A user's ratings stay together (its factor row is then loaded once
         # per block); the order of its items is shuffled with the block's seed.
         if not shuffle:
             continue
-        for t in range(start + kept - 1, first, -1):
+        for t in range(kept - 1, first, -1):
             state, draw = splitmix64(state)
             j = first + np.int64(draw % np.uint64(t - first + 1))
-            cols[t], cols[j] = cols[j], cols[t]
-            values[t], values[j] = values[j], values[t]
-    _interleave(rows, cols, values, start, kept, ways)
+            sorted_cols[t], sorted_cols[j] = sorted_cols[j], sorted_cols[t]
+            sorted_values[t], sorted_values[j] = sorted_values[j], sorted_values[t]
+    # Part w's j-th entry goes to position j * ways + w (loops, no division).
+    part_start = _interleave_starts(kept, ways)
+    for w in range(ways):
+        part_end = part_start[w + 1] if w + 1 < ways else kept
+        target = start + w
+        for source in range(part_start[w], part_end):
+            rows[target] = kept_users[source]
+            cols[target] = sorted_cols[source]
+            values[target] = np.float32(sorted_values[source])
+            target += ways
     out[0] = kept
     out[1] = duplicates
 
 
 @kernel
-def _interleave(rows, cols, values, start, size, ways):
-    """Reorder entries ``start:start + size``: cut into ``ways`` parts, take them in turn.
+def _interleave_starts(size, ways):
+    """Where each of the ``ways`` parts of ``size`` entries starts (int64, (ways,)).
 
-    Within a user's run every update depends on the previous one (the same
-    factor row), so the kernel waits on its latency: dot product, then the
-    update. Alternating runs from different parts of the block gives the CPU
-    independent chains to overlap (see ``Loss.interleave``). Each user's factor row
-    is still fetched once per block.
+    The block is cut into ``ways`` parts that are then taken in turn: entry
+    ``t`` of the result is entry ``t // ways`` of part ``t % ways``. Within a
+    user's run every update depends on the previous one (the same factor
+    row), so the kernel waits on its latency: dot product, then the update.
+    Alternating runs from different parts of the block gives the CPU
+    independent chains to overlap (see ``Loss.interleave``). Each user's
+    factor row is still fetched once per block.
     """
-    tmp_rows = rows[start : start + size].copy()
-    tmp_cols = cols[start : start + size].copy()
-    tmp_values = values[start : start + size].copy()
     part_start = np.zeros(ways, dtype=np.int64)
     for w in range(1, ways):
         part_start[w] = part_start[w - 1] + (size - (w - 1) + ways - 1) // ways
-    for t in range(size):
-        source = part_start[t % ways] + t // ways
-        rows[start + t] = tmp_rows[source]
-        cols[start + t] = tmp_cols[source]
-        values[start + t] = tmp_values[source]
+    return part_start
 
 
 def canonicalize_blocks(

@@ -131,7 +131,8 @@ def warmup(models=None, n_threads=None, background=False, large=False, **params)
     For services that want to pay the compile time at start-up. Fits each
     model once on a tiny generated matrix with the given hyperparameters (the
     kernels are specialized on them: ``biases``, ``learning_rate`` and
-    whether ``n_threads`` is 1); the compiled code also goes to numba's cache.
+    whether ``n_threads`` is 1), then recommends for its users and finds an
+    item's neighbours; the compiled code also goes to numba's cache.
 
     Parameters
     ----------
@@ -144,7 +145,8 @@ def warmup(models=None, n_threads=None, background=False, large=False, **params)
         Compile in a daemon thread and return it at once (``join()`` waits).
     large : bool, default=False
         Also compile what fits of 100,000 ratings or more run (the threaded
-        block layout and the grouped kernels; about 5-12 s per model on the
+        block layout, the grouped kernels, recommending for more than 64
+        users on threads; about 5-12 s per model on the
         2-core dev machine), by fitting a generated matrix of that size for
         one epoch. Without it, only the small-fit path is compiled.
     **params
@@ -178,7 +180,9 @@ def warmup(models=None, n_threads=None, background=False, large=False, **params)
                 settings = {"k": 2, "n_epochs": 1, "tol": None, "random_state": 0, **params}
                 model = model_class(n_threads=n_threads, **settings)
                 model.fit((rows, cols, values), shape=(n_users, per_user))
-                model.recommend(0, n=2)
+                # Batches of more than 64 users recommend on numba's threads.
+                model.recommend(np.arange(n_users), n=2)
+                model.similar_items(0, n=1)
 
     if not background:
         compile_all()

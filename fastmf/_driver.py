@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from . import _checkpoint, _kernels
-from ._blocks import epoch_schedule
+from ._blocks import epoch_schedule, stable_order
 from .exceptions import DivergenceError
 
 
@@ -38,7 +38,7 @@ class Validation:
     CHUNK = 2**16
 
     def __init__(self, rows, cols, values, loss, parallel=False):
-        order = np.argsort(rows, kind="stable")
+        order = stable_order(rows, int(rows.max()) + 1 if rows.size else 0)
         self.rows, self.cols, self.values = rows[order], cols[order], values[order]
         self.loss = loss
         count = rows.shape[0]

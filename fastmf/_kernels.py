@@ -1126,51 +1126,170 @@ def predict_coo(rows, cols, user_factors, item_factors, out):
 
 
 # ---------------------------------------------------------------- serving
-@inline_kernel
-def _top_n_row(scores, row, item_bias, offset, seen_indptr, seen_items, user, exclude,
-               out_ids, out_scores):  # fmt: skip
-    """Best ``n`` items of one row of scores (plus ``item_bias`` and ``offset``), best first.
+# Items scored per pass of a group of queries: the group's 4 rows of scores
+# (4 KiB) and the tile of item factors stay in the L1 cache. Side by side on
+# 50k users x 20k items, k=32 (one thread): 256 and 512 items were within
+# noise of each other; 256 scaled better to 2 threads.
+SCORE_TILE = 256
+_GROUP = 4  # queries scored together: each item factor loaded serves 4 rows
 
-    Seen items are set to -inf first; a candidate enters the list only when
-    strictly better than its last entry, and goes after entries of equal
-    score, so ties go to the smaller id (items are scanned in id order).
-    Unfilled slots keep id -1 and score -inf. A score is
-    ``(scores + item_bias) + offset`` in float32, in that order.
+
+@inline_kernel
+def _insert(out_ids, out_scores, row, item, score):
+    """Put ``item`` into row ``row``'s sorted top-n list, after entries of equal score."""
+    slot = out_ids.shape[1] - 1
+    while slot > 0 and out_scores[row, slot - 1] < score:
+        out_scores[row, slot] = out_scores[row, slot - 1]
+        out_ids[row, slot] = out_ids[row, slot - 1]
+        slot -= 1
+    out_scores[row, slot] = score
+    out_ids[row, slot] = item
+
+
+@inline_kernel
+def _score_group(query_factors, queries, first, rows, item_factors_t, item_bias, offsets,
+                 seen_indptr, seen_items, exclude, scores, seen, cursor, out_ids,
+                 out_scores):  # fmt: skip
+    """Top ``n`` items of queries ``first:first + rows`` (at most 4), written to ``out_*``.
+
+    The items are visited a tile at a time: the 4 rows' dot products with
+    the tile (sums over the factors in order, 4 factors per pass so that each
+    row of ``scores`` is loaded and stored once per 4), then per row the
+    score ``(p . q + item_bias) + offset`` in float32, the excluded items set
+    to -inf, and the selection: a tile enters it only when one of its scores
+    beats the row's current n-th best (counted without branches, so the loop
+    is vectorized). A candidate goes after entries of equal score, so ties go
+    to the smaller id (items are visited in id order). ``seen``/``cursor``
+    are scratch: each row's excluded items, sorted, and its position there.
     """
+    k, n_items = item_factors_t.shape
     n = out_ids.shape[1]
-    values = scores[row]
-    n_items = values.shape[0]
+    used = 0
+    for r in range(rows):
+        row = first + r
+        for slot in range(n):
+            out_ids[row, slot] = -1
+            out_scores[row, slot] = -np.inf
+        cursor[r] = used
+        if exclude:
+            query = queries[row]
+            for t in range(seen_indptr[query], seen_indptr[query + 1]):
+                seen[used] = seen_items[t]
+                used += 1
+            seen[cursor[r] : used].sort()
+        cursor[r + _GROUP] = used
+    # Rows past the last query repeat it; their scores are never read.
+    u0 = queries[first]
+    u1 = queries[first + min(1, rows - 1)]
+    u2 = queries[first + min(2, rows - 1)]
+    u3 = queries[first + min(3, rows - 1)]
+    s0, s1, s2, s3 = scores[0], scores[1], scores[2], scores[3]
+    for start in range(0, n_items, SCORE_TILE):
+        width = min(SCORE_TILE, n_items - start)
+        stop = start + width
+        for t in range(width):
+            s0[t] = 0.0
+            s1[t] = 0.0
+            s2[t] = 0.0
+            s3[t] = 0.0
+        f = 0
+        while f + 4 <= k:
+            q0 = item_factors_t[f, start:stop]
+            q1 = item_factors_t[f + 1, start:stop]
+            q2 = item_factors_t[f + 2, start:stop]
+            q3 = item_factors_t[f + 3, start:stop]
+            p00, p01 = query_factors[u0, f], query_factors[u0, f + 1]
+            p02, p03 = query_factors[u0, f + 2], query_factors[u0, f + 3]
+            p10, p11 = query_factors[u1, f], query_factors[u1, f + 1]
+            p12, p13 = query_factors[u1, f + 2], query_factors[u1, f + 3]
+            p20, p21 = query_factors[u2, f], query_factors[u2, f + 1]
+            p22, p23 = query_factors[u2, f + 2], query_factors[u2, f + 3]
+            p30, p31 = query_factors[u3, f], query_factors[u3, f + 1]
+            p32, p33 = query_factors[u3, f + 2], query_factors[u3, f + 3]
+            for t in range(width):
+                x0, x1, x2, x3 = q0[t], q1[t], q2[t], q3[t]
+                s0[t] = s0[t] + p00 * x0 + p01 * x1 + p02 * x2 + p03 * x3
+                s1[t] = s1[t] + p10 * x0 + p11 * x1 + p12 * x2 + p13 * x3
+                s2[t] = s2[t] + p20 * x0 + p21 * x1 + p22 * x2 + p23 * x3
+                s3[t] = s3[t] + p30 * x0 + p31 * x1 + p32 * x2 + p33 * x3
+            f += 4
+        while f < k:
+            q = item_factors_t[f, start:stop]
+            p0, p1 = query_factors[u0, f], query_factors[u1, f]
+            p2, p3 = query_factors[u2, f], query_factors[u3, f]
+            for t in range(width):
+                s0[t] += p0 * q[t]
+                s1[t] += p1 * q[t]
+                s2[t] += p2 * q[t]
+                s3[t] += p3 * q[t]
+            f += 1
+        bias = item_bias[start:stop]
+        for r in range(rows):
+            row = first + r
+            values = scores[r]
+            c = cursor[r]
+            while c < cursor[r + _GROUP] and seen[c] < stop:
+                values[seen[c] - start] = -np.inf
+                c += 1
+            cursor[r] = c
+            offset = offsets[row]
+            worst = out_scores[row, n - 1]
+            better = 0
+            for t in range(width):
+                score = (values[t] + bias[t]) + offset
+                values[t] = score
+                better += score > worst
+            if better == 0:
+                continue
+            for t in range(width):
+                if values[t] > worst:
+                    _insert(out_ids, out_scores, row, start + t, values[t])
+                    worst = out_scores[row, n - 1]
+
+
+@inline_kernel
+def _score_chunk(query_factors, queries, chunk, item_factors_t, item_bias, offsets, seen_indptr,
+                 seen_items, exclude, out_ids, out_scores):  # fmt: skip
+    """Score and select the queries of chunk ``chunk`` (16 groups of 4), with its own scratch."""
+    n_queries = queries.shape[0]
+    scores = np.empty((_GROUP, SCORE_TILE), dtype=np.float32)
+    cursor = np.empty(2 * _GROUP, dtype=np.int64)
+    low = chunk * 16 * _GROUP
+    high = min(n_queries, low + 16 * _GROUP)
+    most = 0
     if exclude:
-        for t in range(seen_indptr[user], seen_indptr[user + 1]):
-            values[seen_items[t]] = -np.inf
-    for slot in range(n):
-        out_ids[row, slot] = -1
-        out_scores[row, slot] = -np.inf
-    worst = np.float32(-np.inf)  # float32: a float64 bound would convert every score
-    for item in range(n_items):
-        score = values[item] + item_bias[item] + offset
-        if score <= worst:
-            continue
-        slot = n - 1
-        while slot > 0 and out_scores[row, slot - 1] < score:
-            out_scores[row, slot] = out_scores[row, slot - 1]
-            out_ids[row, slot] = out_ids[row, slot - 1]
-            slot -= 1
-        out_scores[row, slot] = score
-        out_ids[row, slot] = item
-        worst = out_scores[row, n - 1]
+        for row in range(low, high):
+            most = max(most, seen_indptr[queries[row] + 1] - seen_indptr[queries[row]])
+    seen = np.empty(_GROUP * most, dtype=seen_items.dtype)
+    for first in range(low, high, _GROUP):
+        _score_group(query_factors, queries, first, min(_GROUP, high - first), item_factors_t,
+                     item_bias, offsets, seen_indptr, seen_items, exclude, scores, seen, cursor,
+                     out_ids, out_scores)  # fmt: skip
 
 
 @kernel
-def select_top_n(scores, item_bias, offsets, users, seen_indptr, seen_items, exclude, out_ids,
-                 out_scores):  # fmt: skip
-    """Per row of ``scores`` (float32, users x items, overwritten), the top ``n`` items.
+def score_top_n(query_factors, queries, item_factors_t, item_bias, offsets, seen_indptr,
+                seen_items, exclude, out_ids, out_scores):  # fmt: skip
+    """Per query, the ``n`` best items by ``(p . q + item_bias) + offset``, best first.
 
-    ``offsets`` (float32, per row) is added to every score of the row (the
-    user's bias and the global mean); ``users`` (int64) index the seen-items
-    CSR ``seen_indptr``/``seen_items``, excluded when ``exclude``. Writes
-    ``out_ids`` (int64) and ``out_scores`` (float32), shape (rows, n).
+    ``query_factors`` (float32, (rows, k)) are indexed by ``queries``
+    (int64); ``item_factors_t`` is the item factors transposed (float32,
+    (k, n_items), C order); ``offsets`` (float32) is per query (the user's
+    bias and the global mean). The items of the CSR ``seen_indptr``/
+    ``seen_items`` row of a query are left out when ``exclude``. Writes
+    ``out_ids`` (int64) and ``out_scores`` (float32), shape (n_queries, n);
+    unfilled slots keep id -1 and score -inf. Every query's result depends on
+    that query alone: the same bits in any batch and on any thread count.
     """
-    for row in range(scores.shape[0]):
-        _top_n_row(scores, row, item_bias, offsets[row], seen_indptr, seen_items, users[row],
-                   exclude, out_ids, out_scores)  # fmt: skip
+    for chunk in range((queries.shape[0] + 16 * _GROUP - 1) // (16 * _GROUP)):
+        _score_chunk(query_factors, queries, chunk, item_factors_t, item_bias, offsets,
+                     seen_indptr, seen_items, exclude, out_ids, out_scores)  # fmt: skip
+
+
+@parallel_kernel
+def score_top_n_parallel(query_factors, queries, item_factors_t, item_bias, offsets, seen_indptr,
+                         seen_items, exclude, out_ids, out_scores):  # fmt: skip
+    """:func:`score_top_n`, chunks of 64 queries in parallel (the same result)."""
+    for chunk in numba.prange((queries.shape[0] + 16 * _GROUP - 1) // (16 * _GROUP)):
+        _score_chunk(query_factors, queries, chunk, item_factors_t, item_bias, offsets,
+                     seen_indptr, seen_items, exclude, out_ids, out_scores)  # fmt: skip

@@ -155,7 +155,7 @@ def _shuffle_runs(block, rows, cols, values, seeds):
 
 
 def _interleave_sources(block, kept, kept_starts, ways):
-    """Source index of each entry after ``fastmf._blocks._interleave`` of every block."""
+    """Source of each entry in the order of ``fastmf._blocks._interleave_starts`` (per block)."""
     parts = np.zeros((kept.shape[0], ways), dtype=np.int64)
     for w in range(1, ways):
         parts[:, w] = parts[:, w - 1] + (kept - (w - 1) + ways - 1) // ways

@@ -3,13 +3,7 @@
 import numpy as np
 
 from . import _kernels
-
-# Users scored per block: a block of float32 scores (users x n_items) of at
-# most this size. Side by side (bench/test_bench_serving.py, 50k users x 20k
-# items, k=32, 1 thread), 8 MiB blocks recommended 1.25x as fast as 64 MiB ones,
-# whose products wrote their scores to memory and read them back; 2 MiB blocks
-# were slower again (per-block overheads).
-_BLOCK_BYTES = 8 * 2**20
+from ._jit import numba_threads
 
 
 def top_n(scores, n):
@@ -38,25 +32,21 @@ def top_n(scores, n):
     return ids, best
 
 
-def recommend_block_size(n_items):
-    """Users per scoring block, so that one block of scores stays under 8 MiB."""
-    return max(1, min(1024, _BLOCK_BYTES // (4 * max(n_items, 1))))
-
-
 _NO_SEEN = np.zeros(1, dtype=np.int64)
 
 
-def best_of_blocks(queries, n, score_block, n_candidates, item_bias=None, offsets=None,
-                   seen=None):  # fmt: skip
-    """Top ``n`` candidates for every query, one block of queries at a time.
+def best_items(query_factors, queries, item_factors, n, item_bias=None, offsets=None, seen=None,
+               n_threads=1):  # fmt: skip
+    """Top ``n`` items for every query by ``(p . q + item_bias) + offset``, in one compiled pass.
 
-    ``score_block(block_queries)`` returns the float32 score block (queries x
-    all candidates; it is overwritten). The compiled pass adds ``item_bias``
-    (per candidate) and ``offsets`` (per query), drops the CSR ``seen``
-    candidates of each query (``(indptr, items)``, indexed by the query id)
-    and selects, best first, ties to the smaller id, padding with id -1 and
-    score -inf. The selection runs on the calling thread (the products use
-    BLAS's threads; numba's threads beside them made 2-thread runs slower).
+    ``query_factors[queries]`` are the queries' rows; the pass
+    (:func:`fastmf._kernels.score_top_n`) scores a group of 4 queries against
+    a tile of items at a time, adds ``item_bias`` (per item) and ``offsets``
+    (per query), drops the CSR ``seen`` items of each query (``(indptr,
+    items)``, indexed by the query id) and selects, best first, ties to the
+    smaller id, padding with id -1 and score -inf. No BLAS and no score matrix:
+    the queries are split among ``n_threads`` of numba's threads, and each
+    query's result is the same bits in any batch and on any thread count.
 
     Returns
     -------
@@ -67,23 +57,27 @@ def best_of_blocks(queries, n, score_block, n_candidates, item_bias=None, offset
     scores = np.empty((queries.size, n), dtype=np.float32)
     if n == 0 or queries.size == 0:
         return ids, scores
+    n_items = item_factors.shape[0]
     if item_bias is None:
-        item_bias = np.zeros(n_candidates, dtype=np.float32)
+        item_bias = np.zeros(n_items, dtype=np.float32)
     if offsets is None:
         offsets = np.zeros(queries.size, dtype=np.float32)
     indptr, items = seen if seen is not None else (_NO_SEEN, _NO_SEEN)
-    step = recommend_block_size(n_candidates)
-    for start in range(0, queries.size, step):
-        block_queries = queries[start : start + step]
-        _kernels.select_top_n(
-            score_block(block_queries),
-            item_bias,
-            offsets[start : start + step],
-            block_queries,
-            indptr,
-            items,
-            seen is not None,
-            ids[start : start + step],
-            scores[start : start + step],
-        )
+    arguments = (
+        np.ascontiguousarray(query_factors, dtype=np.float32),
+        np.ascontiguousarray(queries, dtype=np.int64),
+        np.ascontiguousarray(item_factors.T, dtype=np.float32),
+        np.ascontiguousarray(item_bias, dtype=np.float32),
+        np.ascontiguousarray(offsets, dtype=np.float32),
+        indptr,
+        items,
+        seen is not None,
+        ids,
+        scores,
+    )
+    with numba_threads(n_threads) as threads:
+        if threads > 1 and queries.size > 64:
+            _kernels.score_top_n_parallel(*arguments)
+        else:
+            _kernels.score_top_n(*arguments)
     return ids, scores

@@ -4,7 +4,8 @@ from numbers import Integral
 
 import numpy as np
 
-from ._ranking import best_of_blocks, recommend_block_size, top_n
+from ._jit import resolve_threads
+from ._ranking import best_items, top_n
 from ._validation import check_index, check_pairs, repeated_pairs
 from .similarity import cosine_similarity, top_similar
 
@@ -21,11 +22,12 @@ class RecommenderMixin:
     def recommend(self, users, n=10, exclude_seen=True, items=None, *, by_index=False):
         """Recommend the ``n`` highest-scoring items for one user or a batch.
 
-        Scores are computed a block of users at a time (one matrix product
-        with the item factors, multi-threaded by BLAS), then biases, the
-        exclusion of seen items and the top-``n`` selection run in one
-        compiled pass per user, so no (users x items) matrix is ever held
-        whole.
+        Scoring, biases, the exclusion of seen items and the top-``n``
+        selection run in one compiled pass (4 users against 256 items at a
+        time, the users split among ``n_threads`` threads), so no (users x
+        items) matrix is ever held, and a user's result is the same bits in
+        any batch and on any thread count. With ``items``, scores come from a
+        matrix product per block of users (BLAS) and a numpy selection.
 
         Parameters
         ----------
@@ -79,21 +81,23 @@ class RecommenderMixin:
         n = min(n, item_factors.shape[0])  # never more slots than candidate items
         ids = np.empty((user_ids.size, n), dtype=np.int64)
         scores = np.empty((user_ids.size, n), dtype=np.float32)
-        step = recommend_block_size(item_factors.shape[0])
         if candidates is None:
-            ids, scores = best_of_blocks(
+            ids, scores = best_items(
+                self.user_factors_,
                 user_ids,
+                self.item_factors_,
                 n,
-                lambda block_users: self.user_factors_[block_users] @ self.item_factors_.T,
-                self.n_items_,
                 item_bias=self.item_bias_,
                 offsets=(self.user_bias_[user_ids] + np.float32(self.global_mean_)).astype(
                     np.float32
                 ),
                 seen=(self.seen_indptr_, self.seen_items_) if exclude_seen else None,
+                n_threads=self._serving_threads(),
             )
             ids = self._to_raw(ids, "item", by_index)
             return (ids[0], scores[0]) if single else (ids, scores)
+        # A candidate subset: one BLAS product per block of users, selected in numpy.
+        step = max(1, min(1024, 2**21 // max(item_factors.shape[0], 1)))
         for start in range(0, user_ids.size if n else 0, step):
             block_users = user_ids[start : start + step]
             block = self.user_factors_[block_users] @ item_factors.T
@@ -108,6 +112,10 @@ class RecommenderMixin:
             scores[start : start + step] = block_scores
         ids = self._to_raw(ids, "item", by_index)
         return (ids[0], scores[0]) if single else (ids, scores)
+
+    def _serving_threads(self):
+        """Threads for recommend and similar_*: the model's ``n_threads`` (None = all cores)."""
+        return resolve_threads(getattr(self, "n_threads", 1))
 
     # ------------------------------------------------------------ id kinds
     def _id_map(self, what, by_index):
@@ -289,7 +297,7 @@ class RecommenderMixin:
             ids = np.array(
                 [check_index(i, factors.shape[0], what) for i in ids.tolist()], dtype=np.int64
             )
-        similar, scores = top_similar(factors, ids, n, single)
+        similar, scores = top_similar(factors, ids, n, single, self._serving_threads())
         return self._to_raw(similar, what, by_index), scores
 
 

@@ -14,7 +14,12 @@ def _as_id_array(ids, name):
         if kinds <= {str}:
             array = array.astype(str)
         elif all(issubclass(kind, (int, np.integer)) for kind in kinds):
-            array = array.astype(np.int64)
+            try:
+                array = array.astype(np.int64)
+            except OverflowError:
+                raise ValueError(
+                    f"{name} must fit in int64 (-2**63 .. 2**63 - 1); pass larger ids as strings."
+                ) from None
         else:
             found = sorted(kind.__name__ for kind in kinds)
             raise TypeError(f"{name} must hold only integers or only strings; found {found}.")

@@ -37,11 +37,12 @@ def cosine_similarity(A, B=None):
     return np.asarray(out)
 
 
-def top_similar(factors, ids, n, single=False):
+def top_similar(factors, ids, n, single=False, n_threads=1):
     """Return, for each row in ``ids``, the ``n`` most cosine-similar other rows.
 
-    Works a block of query rows at a time (one matrix product with the unit
-    rows, then a compiled top-``n`` pass per row): no (rows x rows) matrix is built.
+    One compiled pass scores each query's unit row against all unit rows and
+    keeps the best ``n`` (:func:`fastmf._ranking.best_items`, a row never
+    being its own neighbour): no (rows x rows) matrix is built.
 
     Parameters
     ----------
@@ -50,6 +51,8 @@ def top_similar(factors, ids, n, single=False):
     n : int, at least 0 and at most ``n_rows - 1``
     single : bool
         Return 1-D arrays for a single query.
+    n_threads : int, default=1
+        numba threads to split the queries among.
 
     Returns
     -------
@@ -57,16 +60,14 @@ def top_similar(factors, ids, n, single=False):
         Most similar first; ties broken by the smaller id.
     scores : ndarray of float32, same shape
     """
-    from ._ranking import best_of_blocks
+    from ._ranking import best_items
 
-    unit = _unit_rows(factors, "factors").astype(np.float32)
-
-    def cosines(block_ids):
-        block = unit[block_ids] @ unit.T
-        block[np.arange(block_ids.size), block_ids] = -np.inf  # never one's own neighbour
-        return block
-
-    out_ids, out_scores = best_of_blocks(ids, n, cosines, factors.shape[0])
+    unit = np.ascontiguousarray(_unit_rows(factors, "factors"), dtype=np.float32)
+    rows = np.arange(unit.shape[0], dtype=np.int64)
+    itself = (np.arange(unit.shape[0] + 1, dtype=np.int64), rows)  # each row excludes itself
+    out_ids, out_scores = best_items(
+        unit, np.asarray(ids, dtype=np.int64), unit, n, seen=itself, n_threads=n_threads
+    )
     return (out_ids[0], out_scores[0]) if single else (out_ids, out_scores)
 
 

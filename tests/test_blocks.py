@@ -374,3 +374,15 @@ def test_small_fits_run_serially_with_the_quick_to_compile_kernels(monkeypatch):
         rows, cols, values, shape = random_coo(3, m=40, n=30, nnz=nnz, binary=True)
         BinaryMF(k=2, n_epochs=1, tol=None, n_threads=2).fit((rows, cols, values), shape=shape)
     assert seen == [False, ("logistic/one-at-a-time", 1), True, ("logistic", 2)]
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_stable_order_is_a_stable_argsort(dtype):
+    # Above the small-data threshold the counting sort runs; below it numpy's
+    # argsort. Both must give the stable argsort's permutation exactly.
+    rng = np.random.default_rng(1)
+    for size in (50, 150_000):
+        keys = rng.integers(0, 997, size).astype(dtype)
+        np.testing.assert_array_equal(
+            _blocks.stable_order(keys, 997), np.argsort(keys, kind="stable")
+        )

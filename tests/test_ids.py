@@ -206,3 +206,13 @@ def test_partial_fit_of_a_dataset_model_grows_its_maps_and_keeps_old_rows():
         model.partial_fit(np.ones((3, 3)))
     with pytest.raises(TypeError):
         model.partial_fit((np.array([1, 2]), np.array(["i1", "i2"]), np.ones(2)))
+
+
+def test_raw_ids_beyond_int64_are_a_clear_error():
+    # Found by the API fuzz: an object array of a Python int below -2**63
+    # raised numpy's OverflowError instead of a documented ValueError.
+    with pytest.raises(ValueError, match="must fit in int64"):
+        IdMap([-(2**63) - 1, 3])
+    id_map = IdMap([1, 2, 3])
+    with pytest.raises(ValueError, match="must fit in int64"):
+        id_map.to_index(np.array([2**64], dtype=object))

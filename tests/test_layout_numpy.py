@@ -151,10 +151,9 @@ def test_fits_are_identical_whichever_path_builds_the_layout(monkeypatch, duplic
 @pytest.mark.parametrize("duplicates", ["raise", "sum", "last"])
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_long_user_runs_sort_as_the_numpy_twin(duplicates, shuffle):
-    # Three users with 60 items each in one block: runs longer than the
-    # insertion sort's limit go through the merge sort, which must keep input
-    # order among duplicates ("last" means the last given) like the twin.
-    assert 60 > _blocks._INSERTION_SORT_MAX
+    # Three users with 60 items each in one block, with duplicates: the
+    # kernel's radix sort must keep input order among duplicates ("last"
+    # means the last given) like the twin's stable lexsort.
     rows, cols, values = with_duplicates(5, 3, 60, 180, 25)
     (block_rows, block_cols, block_values, offsets), _ = scattered(
         rows, cols, values, (3, 60), 1, 5

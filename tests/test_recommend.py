@@ -134,3 +134,58 @@ def test_batch_selection_is_brute_force_with_ties():
         assert set(similar[item]) == set(order) or np.allclose(
             np.sort(cosines[item, similar[item]]), np.sort(cosines[item, order]), atol=1e-6
         )
+
+
+@pytest.mark.parametrize("k", [3, 8])
+def test_tiles_groups_and_threads_give_brute_force_bits(k):
+    # 700 items (tiles of 256 and a partial one), 150 users (groups of 4,
+    # chunks of 64, partial ones), k not a multiple of 4 (the remainder loop),
+    # seen items in every tile, integer-valued factors (exact ties): the
+    # compiled pass must equal a stable sort of numpy's scores, and give the
+    # same bits for any batch and thread count.
+    rng = np.random.default_rng(k)
+    m, n_items = 150, 700
+    keys = np.unique(rng.integers(0, m, 6000) * n_items + rng.integers(0, n_items, 6000))
+    rows, cols = np.divmod(keys, n_items)
+    model = fastmf.RealValueMF(k=k, n_epochs=1, tol=None, random_state=0, n_threads=1)
+    model.fit((rows, cols, np.ones(rows.size)), shape=(m, n_items))
+    model.user_factors_[:] = rng.integers(-2, 3, model.user_factors_.shape)
+    model.item_factors_[:] = rng.integers(-2, 3, model.item_factors_.shape)
+    model.item_bias_[:] = rng.integers(-1, 2, n_items)
+    model.user_bias_[:] = rng.integers(-1, 2, m)
+    model.global_mean_ = 2.0
+    users = rng.permutation(m)
+    ids, scores = model.recommend(users, n=12)
+    full = (
+        model.user_factors_.astype(np.float64) @ model.item_factors_.T.astype(np.float64)
+        + model.item_bias_
+        + model.user_bias_[:, None]
+        + 2.0
+    )
+    for row, user in enumerate(users):
+        expected = full[user].copy()
+        expected[
+            model.seen_items_[model.seen_indptr_[user] : model.seen_indptr_[user + 1]]
+        ] = -np.inf
+        order = np.lexsort((np.arange(n_items), -expected))[:12]
+        np.testing.assert_array_equal(ids[row], order)
+        np.testing.assert_array_equal(scores[row], expected[order].astype(np.float32))
+    model.set_params(n_threads=2)
+    for got, want in zip(model.recommend(users, n=12), (ids, scores)):
+        np.testing.assert_array_equal(got, want)
+    for row in (0, 77, 149):
+        single_ids, single_scores = model.recommend(int(users[row]), n=12)
+        np.testing.assert_array_equal(single_ids, ids[row])
+        np.testing.assert_array_equal(single_scores, scores[row])
+
+
+def test_real_valued_scores_equal_decision_function_bits():
+    rows, cols, values, shape = model_coo(RealValueMF, 5, m=90, n=300, nnz=2000)
+    model = RealValueMF(k=7, n_epochs=3, tol=None, random_state=0, lr=0.05).fit(
+        (rows, cols, values), shape=shape
+    )
+    ids, scores = model.recommend(np.arange(90), n=5, exclude_seen=False)
+    for user in (0, 45, 89):
+        full = model.decision_function(np.full(shape[1], user), np.arange(shape[1]))
+        np.testing.assert_allclose(scores[user], full[ids[user]], rtol=1e-6, atol=1e-6)
+        assert scores[user][-1] >= np.sort(full)[-5] - 1e-5
