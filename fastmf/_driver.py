@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _checkpoint, _kernels
 from ._blocks import epoch_schedule, stable_order
+from ._ranking import best_items
 from .exceptions import DivergenceError
 
 
@@ -76,8 +77,6 @@ class RankingValidation:
     """
 
     greater_is_better = True
-    # Users scored per matrix product, so that no (users x items) block is large.
-    BLOCK_BYTES = 32 * 2**20
 
     def __init__(self, users, truth_indptr, truth_items, seen_indptr, seen_items, k=10):
         self.users, self.k = users, k
@@ -87,28 +86,22 @@ class RankingValidation:
 
     def score(self, state):
         """Return the mean NDCG@k over the validation users (a float)."""
-        n_items = state.item_factors.shape[0]
-        k = min(self.k, n_items)
-        step = max(1, self.BLOCK_BYTES // (4 * max(n_items, 1)))
+        k = min(self.k, state.item_factors.shape[0])
+        # The serving pass (serial: the fit already holds numba's threads).
+        top, _ = best_items(
+            state.user_factors,
+            self.users,
+            state.item_factors,
+            k,
+            item_bias=state.item_bias,
+            seen=(self.seen_indptr, self.seen_items),
+        )
         total = 0.0
-        for start in range(0, self.users.shape[0], step):
-            block_users = self.users[start : start + step]
-            scores = state.user_factors[block_users] @ state.item_factors.T
-            if state.item_bias is not None:
-                scores += state.item_bias[None, :]
-            for row, user in enumerate(block_users):
-                seen = self.seen_items[self.seen_indptr[user] : self.seen_indptr[user + 1]]
-                scores[row, seen] = -np.inf
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            order = np.lexsort((top, -top_scores), axis=1)
-            top = np.take_along_axis(top, order, axis=1)
-            for row in range(block_users.shape[0]):
-                r = start + row
-                truth = self.truth_items[self.truth_indptr[r] : self.truth_indptr[r + 1]]
-                hits = np.isin(top[row], truth)
-                ideal = self.discounts[: min(truth.shape[0], k)].sum()
-                total += float((hits * self.discounts[:k]).sum() / ideal)
+        for r in range(self.users.shape[0]):
+            truth = self.truth_items[self.truth_indptr[r] : self.truth_indptr[r + 1]]
+            hits = np.isin(top[r], truth)
+            ideal = self.discounts[: min(truth.shape[0], k)].sum()
+            total += float((hits * self.discounts[:k]).sum() / ideal)
         return total / self.users.shape[0]
 
 
