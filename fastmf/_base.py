@@ -55,8 +55,9 @@ class MatrixFactorization(RecommenderMixin):
     """
 
     _loss = None  # a fastmf._losses.Loss, named by each model class
-    # lr=None takes the learning-rate schedule's entry here (None: lr is required).
-    _default_lr = {"constant": 0.005, "adagrad": 0.1}
+    # lr=None takes the learning-rate schedule's entry here (None: lr is required);
+    # a pair is (lr for k <= 64, lr for larger k).
+    _default_lr = {"constant": 0.005, "adagrad": (0.15, 0.1)}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -165,6 +166,8 @@ class MatrixFactorization(RecommenderMixin):
         number("k", 1, True, integer=True)
         if p["lr"] is None and self._default_lr is not None:
             p["lr"] = self._default_lr.get(p["learning_rate"])
+            if isinstance(p["lr"], tuple):
+                p["lr"] = p["lr"][0] if p["k"] <= 64 else p["lr"][1]
         number("lr", 0, False)
         number("l2", 0, True)
         number("n_epochs", 1, True, integer=True)

@@ -32,9 +32,11 @@ class RealValueMF(MatrixFactorization):
         Number of latent factors (the rank).
     lr : float or None, default=None
         SGD learning rate :math:`\eta`; None picks the default of
-        ``learning_rate``: 0.005 for ``"constant"``, 0.1 for ``"adagrad"``
-        (LIBMF's; on the 9M-rating bench set 0.15 reached LIBMF's quality in
-        fewer epochs at k=32 but more at k=128, and converged 0.001 worse).
+        ``learning_rate``: 0.005 for ``"constant"``; for ``"adagrad"`` 0.15
+        when ``k <= 64``, else 0.1 (LIBMF's). On the 9M-rating bench set, epochs
+        to LIBMF's 20-iteration RMSE with lr 0.1 / 0.125 / 0.15 / 0.2: 10 / 8 /
+        7 / 7 at k=32; with 0.075 / 0.087 / 0.1 / 0.15: 7 / 7 / 6 / 8 at k=128,
+        where 0.15 also levels off higher (bench/README.md).
     l2 : float, default=0.08
         L2 regularization weight :math:`\lambda`. The defaults were tuned on
         MovieLens 100K (held-out RMSE 0.888 at k=32 on a 90/10 split; README).

@@ -294,3 +294,19 @@ def test_adagrad_converges_with_a_large_learning_rate():
     assert fastmf.metrics.rmse(truth, model.predict(test_rows, test_cols)) < 0.2
     with pytest.raises(ValueError, match="learning_rate must be one of"):
         RealValueMF(learning_rate="adam").fit(train)
+
+
+def test_lr_none_picks_the_schedules_default_by_k():
+    # The fast path's lr: AdaGrad 0.15 up to k=64 and 0.1 above for the
+    # squared loss (bench/README.md), 0.2 for the logistic loss; the constant
+    # schedule's defaults do not depend on k.
+    def lr(model_class, **params):
+        return model_class(**params)._validated_params()["lr"]
+
+    assert lr(RealValueMF) == 0.005 and lr(RealValueMF, k=128) == 0.005
+    assert lr(RealValueMF, learning_rate="adagrad") == 0.15
+    assert lr(RealValueMF, learning_rate="adagrad", k=64) == 0.15
+    assert lr(RealValueMF, learning_rate="adagrad", k=65) == 0.1
+    assert lr(BinaryMF, learning_rate="adagrad", k=128) == 0.2
+    assert lr(BinaryMF) == 0.02
+    assert lr(RealValueMF, learning_rate="adagrad", lr=0.3) == 0.3
