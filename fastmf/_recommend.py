@@ -5,7 +5,7 @@ from numbers import Integral
 import numpy as np
 
 from ._jit import resolve_threads
-from ._ranking import best_items, top_n
+from ._ranking import best_items
 from ._validation import check_index, check_pairs, repeated_pairs
 from .similarity import cosine_similarity, top_similar
 
@@ -26,8 +26,8 @@ class RecommenderMixin:
         selection run in one compiled pass (4 users against 256 items at a
         time, the users split among ``n_threads`` threads), so no (users x
         items) matrix is ever held, and a user's result is the same bits in
-        any batch and on any thread count. With ``items``, scores come from a
-        matrix product per block of users (BLAS) and a numpy selection.
+        any batch and on any thread count (``items`` restricts the pass to
+        those items).
 
         Parameters
         ----------
@@ -67,10 +67,10 @@ class RecommenderMixin:
         user_ids, _, _ = check_pairs(
             user_ids, np.zeros_like(user_ids, dtype=np.int64), (self.n_users_, self.n_items_)
         )
-        if items is None:
-            candidates = None
-            item_factors, item_bias = self.item_factors_, self.item_bias_
-        else:
+        item_factors, item_bias = self.item_factors_, self.item_bias_
+        seen = (self.seen_indptr_, self.seen_items_) if exclude_seen else None
+        query_factors, queries = self.user_factors_, user_ids
+        if items is not None:
             items = self._to_index(np.asarray(items), "item", by_index)
             candidates = np.unique(
                 check_pairs(
@@ -78,40 +78,40 @@ class RecommenderMixin:
                 )[1]
             )
             item_factors, item_bias = self.item_factors_[candidates], self.item_bias_[candidates]
-        n = min(n, item_factors.shape[0])  # never more slots than candidate items
-        ids = np.empty((user_ids.size, n), dtype=np.int64)
-        scores = np.empty((user_ids.size, n), dtype=np.float32)
-        if candidates is None:
-            ids, scores = best_items(
-                self.user_factors_,
-                user_ids,
-                self.item_factors_,
-                n,
-                item_bias=self.item_bias_,
-                offsets=(self.user_bias_[user_ids] + np.float32(self.global_mean_)).astype(
-                    np.float32
-                ),
-                seen=(self.seen_indptr_, self.seen_items_) if exclude_seen else None,
-                n_threads=self._serving_threads(),
-            )
-            ids = self._to_raw(ids, "item", by_index)
-            return (ids[0], scores[0]) if single else (ids, scores)
-        # A candidate subset: one BLAS product per block of users, selected in numpy.
-        step = max(1, min(1024, 2**21 // max(item_factors.shape[0], 1)))
-        for start in range(0, user_ids.size if n else 0, step):
-            block_users = user_ids[start : start + step]
-            block = self.user_factors_[block_users] @ item_factors.T
-            block += item_bias[None, :]
-            block += (self.user_bias_[block_users] + np.float32(self.global_mean_))[:, None]
-            if exclude_seen:
-                self._mask_seen(block, block_users, candidates)
-            block_ids, block_scores = top_n(block, n)
-            if candidates is not None:
-                block_ids = np.where(block_ids >= 0, candidates[np.maximum(block_ids, 0)], -1)
-            ids[start : start + step] = block_ids
-            scores[start : start + step] = block_scores
+            # The pass then sees only the candidates: the queries' own rows, and
+            # their seen items as positions among the candidates.
+            seen = self._seen_candidates(user_ids, candidates) if exclude_seen else None
+            query_factors = self.user_factors_[user_ids]
+            queries = np.arange(user_ids.size, dtype=np.int64)
+        ids, scores = best_items(
+            query_factors,
+            queries,
+            item_factors,
+            min(n, item_factors.shape[0]),  # never more slots than candidate items
+            item_bias=item_bias,
+            offsets=(self.user_bias_[user_ids] + np.float32(self.global_mean_)).astype(np.float32),
+            seen=seen,
+            n_threads=self._serving_threads(),
+        )
+        if items is not None:
+            ids = np.where(ids >= 0, candidates[np.maximum(ids, 0)], -1)
         ids = self._to_raw(ids, "item", by_index)
         return (ids[0], scores[0]) if single else (ids, scores)
+
+    def _seen_candidates(self, user_ids, candidates):
+        """Each queried user's training items as positions in ``candidates`` (CSR per query)."""
+        position = np.full(self.n_items_, -1, dtype=np.int64)
+        position[candidates] = np.arange(candidates.size)
+        starts = self.seen_indptr_[user_ids]
+        lengths = self.seen_indptr_[user_ids + 1] - starts
+        first = np.cumsum(lengths) - lengths  # where each query's items start in the gather
+        gathered = np.arange(lengths.sum()) + np.repeat(starts - first, lengths)
+        mapped = position[self.seen_items_[gathered]]
+        kept = mapped >= 0
+        owner = np.repeat(np.arange(user_ids.size), lengths)[kept]
+        indptr = np.zeros(user_ids.size + 1, dtype=np.int64)
+        np.cumsum(np.bincount(owner, minlength=user_ids.size), out=indptr[1:])
+        return indptr, mapped[kept]
 
     def _serving_threads(self):
         """Threads for recommend and similar_*: the model's ``n_threads`` (None = all cores)."""
@@ -145,17 +145,6 @@ class RecommenderMixin:
         raw = id_map.ids_[np.maximum(indices, 0)]
         padding = "" if id_map.ids_.dtype.kind == "U" else -1
         return np.where(indices >= 0, raw, np.array(padding, dtype=raw.dtype))
-
-    def _mask_seen(self, block, block_users, candidates):
-        """Set the scores of items each user rated in training to -inf, in place.
-
-        ``block`` columns are all items, or the sorted ``candidates`` ids.
-        """
-        for row, user in enumerate(block_users):
-            seen = self.seen_items_[self.seen_indptr_[user] : self.seen_indptr_[user + 1]]
-            if candidates is not None:
-                seen = np.flatnonzero(np.isin(candidates, seen, assume_unique=True))
-            block[row, seen] = -np.inf
 
     # ------------------------------------------------------ new users and data
     def fold_in(self, X, n_iter=20, *, by_index=False):

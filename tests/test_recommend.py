@@ -6,7 +6,6 @@ from conftest import model_coo
 
 import fastmf
 from fastmf import RealValueMF
-from fastmf._ranking import top_n
 
 
 @pytest.fixture
@@ -87,15 +86,6 @@ def test_bad_arguments(fitted):
         RealValueMF().recommend(0)
 
 
-def test_top_n_breaks_ties_by_id_and_skips_excluded():
-    scores = np.array([[1.0, 3.0, 3.0, -np.inf, 3.0, 0.5]], dtype=np.float32)
-    ids, best = top_n(scores, 4)
-    np.testing.assert_array_equal(ids[0], [1, 2, 4, 0])
-    ids, best = top_n(scores, 6)
-    np.testing.assert_array_equal(ids[0], [1, 2, 4, 0, 5, -1])
-    assert np.isneginf(best[0, -1])
-
-
 def test_batch_selection_is_brute_force_with_ties():
     # Scores with many exact ties (integer-valued factors): the compiled
     # selection must give numpy's stable order (score down, id up), seen
@@ -173,6 +163,18 @@ def test_tiles_groups_and_threads_give_brute_force_bits(k):
     model.set_params(n_threads=2)
     for got, want in zip(model.recommend(users, n=12), (ids, scores)):
         np.testing.assert_array_equal(got, want)
+    # A candidate subset across the tiles: the same pass over those items only.
+    allowed = np.sort(rng.choice(n_items, 400, replace=False))
+    sub_ids, sub_scores = model.recommend(users, n=12, items=allowed[::-1])
+    for row, user in enumerate(users):
+        expected = np.full(n_items, -np.inf)
+        expected[allowed] = full[user, allowed]
+        expected[
+            model.seen_items_[model.seen_indptr_[user] : model.seen_indptr_[user + 1]]
+        ] = -np.inf
+        order = np.lexsort((np.arange(n_items), -expected))[:12]
+        np.testing.assert_array_equal(sub_ids[row], order)
+        np.testing.assert_array_equal(sub_scores[row], expected[order].astype(np.float32))
     for row in (0, 77, 149):
         single_ids, single_scores = model.recommend(int(users[row]), n=12)
         np.testing.assert_array_equal(single_ids, ids[row])
