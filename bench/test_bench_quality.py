@@ -340,5 +340,6 @@ def test_binary_mf_learning_rate_default(benchmark, movielens):
         shown = "  ".join(f"lr={lr}: {aucs[(name, lr)]:.4f}" for lr in rates)
         print(f"  BinaryMF(k=32) AUC, {name:<24} {shown}")
     benchmark.extra_info.update({f"{name} lr={lr}": v for (name, lr), v in aucs.items()})
-    assert fastmf.BinaryMF().lr == 0.02
+    # lr=None resolves to the constant schedule's default, 0.02.
+    assert fastmf.BinaryMF()._validated_params()["lr"] == 0.02
     assert all(aucs[(name, 0.02)] > aucs[(name, 0.05)] for name in datasets)
