@@ -298,9 +298,10 @@ def numba_threads(n_threads):
     if n_threads == 1:
         _warn_once(
             "workqueue",
-            "fastmf ran this fit on one thread: numba's 'workqueue' threading layer runs one "
-            "parallel kernel at a time and another fit was using it. Install tbb (and set "
-            "NUMBA_THREADING_LAYER=tbb) or an OpenMP runtime for concurrent parallel fits.",
+            "fastmf ran this call (a fit or a batch recommendation) on one thread: numba's "
+            "'workqueue' threading layer runs one parallel kernel at a time and another call "
+            "was using it. Install tbb (and set NUMBA_THREADING_LAYER=tbb) or an OpenMP "
+            "runtime for concurrent parallel calls.",
         )
         yield 1
         return

@@ -29,7 +29,7 @@ def fit(args):
         warnings.simplefilter("always")
         model = cls(k=6, n_epochs=3, tol=None, random_state=1, grid=4, n_threads=threads)
         model.fit((rows, cols, values), shape=shape)
-        ids = model.recommend(0, n=5)[0].tolist()
+        ids = model.recommend(list(range(100)), n=5)[0].tolist()  # > 64: threaded
     return digest(model), ids, [type(w.message).__name__ for w in caught]
 
 if __name__ == "__main__":
@@ -84,7 +84,7 @@ def job(cls, seed):
     rows, cols, values, shape = model_coo(cls, seed, m=200, n=150, nnz=4000)
     model = cls(k=6, n_epochs=3, tol=None, random_state=seed, grid=4, n_threads=2)
     model.fit((rows, cols, values), shape=shape)
-    return digest(model), model.recommend(list(range(10)), n=5)[0].tolist()
+    return digest(model), model.recommend(list(range(100)), n=5)[0].tolist()  # threaded
 
 jobs = [(cls, seed) for cls in MODELS for seed in (0, 1)]
 alone = [job(*j) for j in jobs]
