@@ -46,7 +46,7 @@ def demo(n_users=50_000, n_items=5_000, n_ratings=1_000_000, k=32, seed=0, out=N
     predicted = np.clip(model.predict(test_rows, test_cols), 1, 5)
     say(
         f"{model.n_iter_} epochs in {seconds:.1f} s: "
-        f"{train[0].size * model.n_iter_ / seconds / 1e6:.1f}M ratings/s (incl. objective passes)"
+        f"{train[0].size * model.n_iter_ / seconds / 1e6:.1f}M ratings/s (the whole fit)"
     )
     mean_only = rmse(test_values, np.full_like(test_values, train[2].mean()))
     say(
@@ -65,7 +65,7 @@ def demo(n_users=50_000, n_items=5_000, n_ratings=1_000_000, k=32, seed=0, out=N
     base_rate = np.full(test_labels.shape, (labels > 0).mean())
     say(
         f"{binary.n_iter_} epochs in {seconds:.1f} s: "
-        f"{labels.size * binary.n_iter_ / seconds / 1e6:.1f}M ratings/s (incl. objective passes)"
+        f"{labels.size * binary.n_iter_ / seconds / 1e6:.1f}M ratings/s (the whole fit)"
     )
     say(
         f"held-out log loss {log_loss(test_labels, proba):.4f}   "
