@@ -1132,6 +1132,7 @@ def predict_coo(rows, cols, user_factors, item_factors, out):
 # noise of each other; 256 scaled better to 2 threads.
 SCORE_TILE = 256
 _GROUP = 4  # queries scored together: each item factor loaded serves 4 rows
+CHUNK_QUERIES = 16 * _GROUP  # queries per task of the parallel pass (with their own scratch)
 
 
 @inline_kernel
@@ -1254,8 +1255,8 @@ def _score_chunk(query_factors, queries, chunk, item_factors_t, item_bias, offse
     n_queries = queries.shape[0]
     scores = np.empty((_GROUP, SCORE_TILE), dtype=np.float32)
     cursor = np.empty(2 * _GROUP, dtype=np.int64)
-    low = chunk * 16 * _GROUP
-    high = min(n_queries, low + 16 * _GROUP)
+    low = chunk * CHUNK_QUERIES
+    high = min(n_queries, low + CHUNK_QUERIES)
     most = 0
     if exclude:
         for row in range(low, high):
@@ -1281,7 +1282,7 @@ def score_top_n(query_factors, queries, item_factors_t, item_bias, offsets, seen
     unfilled slots keep id -1 and score -inf. Every query's result depends on
     that query alone: the same bits in any batch and on any thread count.
     """
-    for chunk in range((queries.shape[0] + 16 * _GROUP - 1) // (16 * _GROUP)):
+    for chunk in range((queries.shape[0] + CHUNK_QUERIES - 1) // (CHUNK_QUERIES)):
         _score_chunk(query_factors, queries, chunk, item_factors_t, item_bias, offsets,
                      seen_indptr, seen_items, exclude, out_ids, out_scores)  # fmt: skip
 
@@ -1290,6 +1291,6 @@ def score_top_n(query_factors, queries, item_factors_t, item_bias, offsets, seen
 def score_top_n_parallel(query_factors, queries, item_factors_t, item_bias, offsets, seen_indptr,
                          seen_items, exclude, out_ids, out_scores):  # fmt: skip
     """:func:`score_top_n`, chunks of 64 queries in parallel (the same result)."""
-    for chunk in numba.prange((queries.shape[0] + 16 * _GROUP - 1) // (16 * _GROUP)):
+    for chunk in numba.prange((queries.shape[0] + CHUNK_QUERIES - 1) // (CHUNK_QUERIES)):
         _score_chunk(query_factors, queries, chunk, item_factors_t, item_bias, offsets,
                      seen_indptr, seen_items, exclude, out_ids, out_scores)  # fmt: skip

@@ -48,8 +48,11 @@ def best_items(query_factors, queries, item_factors, n, item_bias=None, offsets=
         ids,
         scores,
     )
-    with numba_threads(n_threads) as threads:
-        if threads > 1 and queries.size > 64:
+    # A batch of one chunk runs serially without asking for numba's thread pool
+    # (starting it would make forked children of this process fall back to one thread).
+    wanted = n_threads if queries.size > _kernels.CHUNK_QUERIES else 1
+    with numba_threads(wanted) as threads:
+        if threads > 1:
             _kernels.score_top_n_parallel(*arguments)
         else:
             _kernels.score_top_n(*arguments)
