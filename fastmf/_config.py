@@ -146,7 +146,7 @@ def warmup(models=None, n_threads=None, background=False, large=False, **params)
     large : bool, default=False
         Also compile what fits of 100,000 ratings or more run (the threaded
         block layout, the grouped kernels, recommending for more than 64
-        users on threads; about 5-12 s per model on the
+        users and all-pairs neighbours on threads; about 5-12 s per model on the
         2-core dev machine), by fitting a generated matrix of that size for
         one epoch. Without it, only the small-fit path is compiled.
     **params
@@ -183,6 +183,8 @@ def warmup(models=None, n_threads=None, background=False, large=False, **params)
                 # Batches of more than 64 users recommend on numba's threads.
                 model.recommend(np.arange(n_users), n=2)
                 model.similar_items(0, n=1)
+                # A batch of half the rows or more scores all pairs (threaded above 256 rows).
+                model.similar_users(np.arange(n_users), n=1)
 
     if not background:
         compile_all()

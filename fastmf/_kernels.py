@@ -1148,14 +1148,63 @@ def _insert(out_ids, out_scores, row, item, score):
 
 
 @inline_kernel
+def _tile_products(query_factors, u0, u1, u2, u3, item_factors_t, start, stop, scores):
+    """``scores[r, t] = query_factors[u_r] . item t`` for the items ``start:stop`` of a tile.
+
+    Sums over the factors in order, 4 factors per pass, so that each row of
+    ``scores`` is loaded and stored once per 4 factors. Every score of a
+    (query, item) pair is computed by this one loop, which is what makes a
+    pair's score the same bits whichever side of it is the query.
+    """
+    k = item_factors_t.shape[0]
+    width = stop - start
+    s0, s1, s2, s3 = scores[0], scores[1], scores[2], scores[3]
+    for t in range(width):
+        s0[t] = 0.0
+        s1[t] = 0.0
+        s2[t] = 0.0
+        s3[t] = 0.0
+    f = 0
+    while f + 4 <= k:
+        q0 = item_factors_t[f, start:stop]
+        q1 = item_factors_t[f + 1, start:stop]
+        q2 = item_factors_t[f + 2, start:stop]
+        q3 = item_factors_t[f + 3, start:stop]
+        p00, p01 = query_factors[u0, f], query_factors[u0, f + 1]
+        p02, p03 = query_factors[u0, f + 2], query_factors[u0, f + 3]
+        p10, p11 = query_factors[u1, f], query_factors[u1, f + 1]
+        p12, p13 = query_factors[u1, f + 2], query_factors[u1, f + 3]
+        p20, p21 = query_factors[u2, f], query_factors[u2, f + 1]
+        p22, p23 = query_factors[u2, f + 2], query_factors[u2, f + 3]
+        p30, p31 = query_factors[u3, f], query_factors[u3, f + 1]
+        p32, p33 = query_factors[u3, f + 2], query_factors[u3, f + 3]
+        for t in range(width):
+            x0, x1, x2, x3 = q0[t], q1[t], q2[t], q3[t]
+            s0[t] = s0[t] + p00 * x0 + p01 * x1 + p02 * x2 + p03 * x3
+            s1[t] = s1[t] + p10 * x0 + p11 * x1 + p12 * x2 + p13 * x3
+            s2[t] = s2[t] + p20 * x0 + p21 * x1 + p22 * x2 + p23 * x3
+            s3[t] = s3[t] + p30 * x0 + p31 * x1 + p32 * x2 + p33 * x3
+        f += 4
+    while f < k:
+        q = item_factors_t[f, start:stop]
+        p0, p1 = query_factors[u0, f], query_factors[u1, f]
+        p2, p3 = query_factors[u2, f], query_factors[u3, f]
+        for t in range(width):
+            s0[t] += p0 * q[t]
+            s1[t] += p1 * q[t]
+            s2[t] += p2 * q[t]
+            s3[t] += p3 * q[t]
+        f += 1
+
+
+@inline_kernel
 def _score_group(query_factors, queries, first, rows, item_factors_t, item_bias, offsets,
                  seen_indptr, seen_items, exclude, scores, seen, cursor, out_ids,
                  out_scores):  # fmt: skip
     """Top ``n`` items of queries ``first:first + rows`` (at most 4), written to ``out_*``.
 
     The items are visited a tile at a time: the 4 rows' dot products with
-    the tile (sums over the factors in order, 4 factors per pass so that each
-    row of ``scores`` is loaded and stored once per 4), then per row the
+    the tile (:func:`_tile_products`), then per row the
     score ``(p . q + item_bias) + offset`` in float32, the excluded items set
     to -inf, and the selection: a tile enters it only when one of its scores
     beats the row's current n-th best (counted without branches, so the loop
@@ -1163,7 +1212,7 @@ def _score_group(query_factors, queries, first, rows, item_factors_t, item_bias,
     to the smaller id (items are visited in id order). ``seen``/``cursor``
     are scratch: each row's excluded items, sorted, and its position there.
     """
-    k, n_items = item_factors_t.shape
+    n_items = item_factors_t.shape[1]
     n = out_ids.shape[1]
     used = 0
     for r in range(rows):
@@ -1184,46 +1233,10 @@ def _score_group(query_factors, queries, first, rows, item_factors_t, item_bias,
     u1 = queries[first + min(1, rows - 1)]
     u2 = queries[first + min(2, rows - 1)]
     u3 = queries[first + min(3, rows - 1)]
-    s0, s1, s2, s3 = scores[0], scores[1], scores[2], scores[3]
     for start in range(0, n_items, SCORE_TILE):
         width = min(SCORE_TILE, n_items - start)
         stop = start + width
-        for t in range(width):
-            s0[t] = 0.0
-            s1[t] = 0.0
-            s2[t] = 0.0
-            s3[t] = 0.0
-        f = 0
-        while f + 4 <= k:
-            q0 = item_factors_t[f, start:stop]
-            q1 = item_factors_t[f + 1, start:stop]
-            q2 = item_factors_t[f + 2, start:stop]
-            q3 = item_factors_t[f + 3, start:stop]
-            p00, p01 = query_factors[u0, f], query_factors[u0, f + 1]
-            p02, p03 = query_factors[u0, f + 2], query_factors[u0, f + 3]
-            p10, p11 = query_factors[u1, f], query_factors[u1, f + 1]
-            p12, p13 = query_factors[u1, f + 2], query_factors[u1, f + 3]
-            p20, p21 = query_factors[u2, f], query_factors[u2, f + 1]
-            p22, p23 = query_factors[u2, f + 2], query_factors[u2, f + 3]
-            p30, p31 = query_factors[u3, f], query_factors[u3, f + 1]
-            p32, p33 = query_factors[u3, f + 2], query_factors[u3, f + 3]
-            for t in range(width):
-                x0, x1, x2, x3 = q0[t], q1[t], q2[t], q3[t]
-                s0[t] = s0[t] + p00 * x0 + p01 * x1 + p02 * x2 + p03 * x3
-                s1[t] = s1[t] + p10 * x0 + p11 * x1 + p12 * x2 + p13 * x3
-                s2[t] = s2[t] + p20 * x0 + p21 * x1 + p22 * x2 + p23 * x3
-                s3[t] = s3[t] + p30 * x0 + p31 * x1 + p32 * x2 + p33 * x3
-            f += 4
-        while f < k:
-            q = item_factors_t[f, start:stop]
-            p0, p1 = query_factors[u0, f], query_factors[u1, f]
-            p2, p3 = query_factors[u2, f], query_factors[u3, f]
-            for t in range(width):
-                s0[t] += p0 * q[t]
-                s1[t] += p1 * q[t]
-                s2[t] += p2 * q[t]
-                s3[t] += p3 * q[t]
-            f += 1
+        _tile_products(query_factors, u0, u1, u2, u3, item_factors_t, start, stop, scores)
         bias = item_bias[start:stop]
         for r in range(rows):
             row = first + r
@@ -1294,3 +1307,163 @@ def score_top_n_parallel(query_factors, queries, item_factors_t, item_bias, offs
     for chunk in numba.prange((queries.shape[0] + CHUNK_QUERIES - 1) // (CHUNK_QUERIES)):
         _score_chunk(query_factors, queries, chunk, item_factors_t, item_bias, offsets,
                      seen_indptr, seen_items, exclude, out_ids, out_scores)  # fmt: skip
+
+
+# Every row's neighbours at once (similar_items / similar_users of a large
+# batch): the score of a pair of rows is the same dot product seen from either
+# row, so each pair of tiles (a, b >= a) is scored once and its scores offered
+# to the rows of both tiles, half the multiply-adds of scoring every row
+# against every row. Candidates then arrive out of id order, so the selection
+# compares (score, id) pairs rather than relying on the visiting order.
+
+
+@inline_kernel
+def _beats(score, item, worst_score, worst_item):
+    """Whether candidate (``score``, ``item``) ranks before (``worst_score``, ``worst_item``)."""
+    return score > worst_score or (score == worst_score and item < worst_item)
+
+
+@inline_kernel
+def _insert_ranked(out_ids, out_scores, row, item, score):
+    """Put ``item`` into row ``row``'s list kept by score down, then id up."""
+    slot = out_ids.shape[1] - 1
+    # Strictly smaller scores first (the common case), then equal ones with larger ids.
+    while slot > 0 and out_scores[row, slot - 1] < score:
+        out_scores[row, slot] = out_scores[row, slot - 1]
+        out_ids[row, slot] = out_ids[row, slot - 1]
+        slot -= 1
+    while slot > 0 and out_scores[row, slot - 1] == score and out_ids[row, slot - 1] > item:
+        out_scores[row, slot] = out_scores[row, slot - 1]
+        out_ids[row, slot] = out_ids[row, slot - 1]
+        slot -= 1
+    out_scores[row, slot] = score
+    out_ids[row, slot] = item
+
+
+@inline_kernel
+def _offer(out_ids, out_scores, row, item, score):
+    """Insert (``score``, ``item``) into row ``row``'s list if it ranks before the last entry."""
+    n = out_ids.shape[1]
+    if _beats(score, item, out_scores[row, n - 1], out_ids[row, n - 1]):
+        _insert_ranked(out_ids, out_scores, row, item, score)
+
+
+@inline_kernel
+def _offer_hits(out_ids, out_scores, row, items_start, values, worst, hits):
+    """Offer ``values[t]`` (item ``items_start + t``) for the ``hits`` entries ``>= worst``."""
+    found = 0
+    for t in range(values.shape[0]):
+        if values[t] >= worst:
+            _offer(out_ids, out_scores, row, items_start + t, values[t])
+            found += 1
+            if found == hits:
+                break
+
+
+@inline_kernel
+def _neighbour_pairs(unit, unit_t, pair_a, pair_b, low, high, out_ids, out_scores):
+    """Offer the scores of tile pairs ``low:high`` to the rows of both tiles.
+
+    ``unit`` (float32, (n_rows, k)) and ``unit_t`` (its transpose, C order)
+    hold the rows; ``pair_a``/``pair_b`` (int64) list tile pairs with
+    ``pair_b >= pair_a``. The pair's scores are computed 4 rows of tile ``a``
+    at a time into a block (256 x 256 float32, in the L2 cache); row ``i`` of
+    tile ``a`` takes its candidates of tile ``b`` at once (itself excluded on
+    the diagonal pair) and, off the diagonal, each row ``j`` of tile ``b``
+    then takes the block's column ``j``. A row or column is scanned only for
+    the scores that reach its current n-th best, counted first without
+    branches (vectorized), and the scan stops at the last of them.
+    """
+    n_rows = unit.shape[0]
+    n = out_ids.shape[1]
+    block = np.empty((SCORE_TILE + _GROUP, SCORE_TILE), dtype=np.float32)
+    column_worst = np.empty(SCORE_TILE, dtype=np.float32)
+    column_hits = np.empty(SCORE_TILE, dtype=np.int64)
+    for p in range(low, high):
+        a_start = pair_a[p] * SCORE_TILE
+        a_stop = min(n_rows, a_start + SCORE_TILE)
+        b_start = pair_b[p] * SCORE_TILE
+        b_stop = min(n_rows, b_start + SCORE_TILE)
+        width = b_stop - b_start
+        diagonal = a_start == b_start
+        for first in range(a_start, a_stop, _GROUP):
+            rows = min(_GROUP, a_stop - first)
+            # Rows past the tile's last repeat it; their scores are never offered.
+            _tile_products(unit, first, first + min(1, rows - 1), first + min(2, rows - 1),
+                           first + min(3, rows - 1), unit_t, b_start, b_stop,
+                           block[first - a_start :])  # fmt: skip
+            for r in range(rows):
+                row = first + r
+                values = block[row - a_start, :width]
+                if diagonal:
+                    values[row - b_start] = -np.inf
+                worst = out_scores[row, n - 1]
+                hits = 0
+                for t in range(width):
+                    hits += values[t] >= worst
+                if hits:
+                    _offer_hits(out_ids, out_scores, row, b_start, values, worst, hits)
+        if diagonal:
+            continue
+        for t in range(width):
+            column_worst[t] = out_scores[b_start + t, n - 1]
+            column_hits[t] = 0
+        for r in range(a_stop - a_start):
+            line = block[r]
+            for t in range(width):
+                column_hits[t] += line[t] >= column_worst[t]
+        for t in range(width):
+            if column_hits[t]:
+                _offer_hits(out_ids, out_scores, b_start + t, a_start,
+                            block[: a_stop - a_start, t], column_worst[t],
+                            column_hits[t])  # fmt: skip
+
+
+@inline_kernel
+def _clear_lists(out_ids, out_scores):
+    for row in range(out_ids.shape[0]):
+        for slot in range(out_ids.shape[1]):
+            out_ids[row, slot] = -1
+            out_scores[row, slot] = -np.inf
+
+
+@kernel
+def neighbours_top_n(unit, unit_t, pair_a, pair_b, out_ids, out_scores):
+    """Every row's ``n`` best other rows by dot product, best first, ties to the smaller id.
+
+    Writes ``out_ids`` (int64) and ``out_scores`` (float32), shape
+    (n_rows, n), ``n < n_rows``. A row's result is the set of its ``n`` best
+    (score, id) pairs, which does not depend on the order the pairs were
+    scored in: the same bits as :func:`score_top_n` with the row itself
+    excluded, on any thread count.
+    """
+    _clear_lists(out_ids, out_scores)
+    _neighbour_pairs(unit, unit_t, pair_a, pair_b, 0, pair_a.shape[0], out_ids, out_scores)
+
+
+@parallel_kernel
+def neighbours_top_n_parallel(unit, unit_t, pair_a, pair_b, bounds, worker_ids, worker_scores,
+                              out_ids, out_scores):  # fmt: skip
+    """:func:`neighbours_top_n` with the tile pairs split among workers (the same result).
+
+    Worker ``w`` scores pairs ``bounds[w]:bounds[w + 1]`` into its own lists
+    ``worker_ids[w]``/``worker_scores[w]`` (so no two threads write one row),
+    then each row's lists are merged.
+    """
+    n_workers = bounds.shape[0] - 1
+    for w in numba.prange(n_workers):
+        _clear_lists(worker_ids[w], worker_scores[w])
+        _neighbour_pairs(unit, unit_t, pair_a, pair_b, bounds[w], bounds[w + 1], worker_ids[w],
+                         worker_scores[w])  # fmt: skip
+    n_rows, n = out_ids.shape
+    for chunk in numba.prange((n_rows + SCORE_TILE - 1) // SCORE_TILE):
+        for row in range(chunk * SCORE_TILE, min(n_rows, (chunk + 1) * SCORE_TILE)):
+            for slot in range(n):
+                out_ids[row, slot] = worker_ids[0, row, slot]
+                out_scores[row, slot] = worker_scores[0, row, slot]
+            for w in range(1, n_workers):
+                for slot in range(n):
+                    item = worker_ids[w, row, slot]
+                    if item < 0:
+                        break
+                    _offer(out_ids, out_scores, row, item, worker_scores[w, row, slot])

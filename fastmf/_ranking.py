@@ -57,3 +57,38 @@ def best_items(query_factors, queries, item_factors, n, item_bias=None, offsets=
         else:
             _kernels.score_top_n(*arguments)
     return ids, scores
+
+
+def best_neighbours(unit, n, n_threads=1):
+    """Top ``n`` other rows of every row of ``unit`` by dot product, scoring each pair once.
+
+    The pass (:func:`fastmf._kernels.neighbours_top_n`) scores each pair of
+    tiles of rows once and offers the scores to both tiles' rows: half the
+    multiply-adds of :func:`best_items` over all rows, with the same result
+    bits (a row itself excluded, best first, ties to the smaller id). On
+    several threads each worker keeps its own lists (``threads x n_rows x n``
+    more memory) that are merged at the end.
+
+    Returns
+    -------
+    ids : ndarray of int64, shape (n_rows, n)
+    scores : ndarray of float32, shape (n_rows, n)
+    """
+    n_rows = unit.shape[0]
+    ids = np.empty((n_rows, n), dtype=np.int64)
+    scores = np.empty((n_rows, n), dtype=np.float32)
+    unit = np.ascontiguousarray(unit, dtype=np.float32)
+    unit_t = np.ascontiguousarray(unit.T)
+    tiles = -(-n_rows // _kernels.SCORE_TILE)
+    pair_a, pair_b = (np.ascontiguousarray(side, dtype=np.int64) for side in np.triu_indices(tiles))
+    with numba_threads(n_threads if tiles > 1 else 1) as threads:
+        if threads > 1:
+            bounds = np.linspace(0, pair_a.size, threads + 1).round().astype(np.int64)
+            worker_ids = np.empty((threads, n_rows, n), dtype=np.int64)
+            worker_scores = np.empty((threads, n_rows, n), dtype=np.float32)
+            _kernels.neighbours_top_n_parallel(
+                unit, unit_t, pair_a, pair_b, bounds, worker_ids, worker_scores, ids, scores
+            )
+        else:
+            _kernels.neighbours_top_n(unit, unit_t, pair_a, pair_b, ids, scores)
+    return ids, scores

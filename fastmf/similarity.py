@@ -37,12 +37,20 @@ def cosine_similarity(A, B=None):
     return np.asarray(out)
 
 
+# Above this n the all-pairs pass's per-worker lists (threads x rows x n) cost
+# more memory than the halved arithmetic is worth; such batches score each query.
+ALL_PAIRS_MAX_N = 100
+
+
 def top_similar(factors, ids, n, single=False, n_threads=1):
     """Return, for each row in ``ids``, the ``n`` most cosine-similar other rows.
 
     One compiled pass scores each query's unit row against all unit rows and
     keeps the best ``n`` (:func:`fastmf._ranking.best_items`, a row never
-    being its own neighbour): no (rows x rows) matrix is built.
+    being its own neighbour): no (rows x rows) matrix is built. A batch of at
+    least half the rows (and ``n <= 100``) instead takes every row's
+    neighbours from one pass that scores each pair of rows once
+    (:func:`fastmf._ranking.best_neighbours`); the result is the same bits.
 
     Parameters
     ----------
@@ -60,14 +68,19 @@ def top_similar(factors, ids, n, single=False, n_threads=1):
         Most similar first; ties broken by the smaller id.
     scores : ndarray of float32, same shape
     """
-    from ._ranking import best_items
+    from ._ranking import best_items, best_neighbours
 
     unit = np.ascontiguousarray(_unit_rows(factors, "factors"), dtype=np.float32)
-    rows = np.arange(unit.shape[0], dtype=np.int64)
-    itself = (np.arange(unit.shape[0] + 1, dtype=np.int64), rows)  # each row excludes itself
-    out_ids, out_scores = best_items(
-        unit, np.asarray(ids, dtype=np.int64), unit, n, seen=itself, n_threads=n_threads
-    )
+    ids = np.asarray(ids, dtype=np.int64)
+    if 0 < n <= ALL_PAIRS_MAX_N and 2 * ids.size >= unit.shape[0]:
+        # Half the rows or more: every row's neighbours, each pair scored once,
+        # cost no more than scoring the queries alone (the same bits).
+        all_ids, all_scores = best_neighbours(unit, n, n_threads)
+        out_ids, out_scores = all_ids[ids], all_scores[ids]
+    else:
+        rows = np.arange(unit.shape[0], dtype=np.int64)
+        itself = (np.arange(unit.shape[0] + 1, dtype=np.int64), rows)  # each row excludes itself
+        out_ids, out_scores = best_items(unit, ids, unit, n, seen=itself, n_threads=n_threads)
     return (out_ids[0], out_scores[0]) if single else (out_ids, out_scores)
 
 

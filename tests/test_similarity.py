@@ -89,3 +89,53 @@ def test_batch_similar_items_equal_single_queries():
     assert users.shape == (5, 3) and all(u not in users[u] for u in range(5))
     with pytest.raises(ValueError, match="item id 99 is out of range"):
         model.similar_items([1, 99])
+
+
+@pytest.mark.parametrize("n_rows, k", [(700, 3), (1037, 8), (257, 5)])
+def test_all_pairs_pass_equals_per_query_pass_bits(n_rows, k):
+    # Tiles of 256 and a partial one, k not a multiple of 4, integer-valued
+    # factors (many exact ties) and zero rows: scoring each pair once for both
+    # rows must give the per-query pass's ids and score bits, on 1 and 2 threads.
+    from fastmf._ranking import best_items, best_neighbours
+    from fastmf.similarity import _unit_rows
+
+    rng = np.random.default_rng(n_rows)
+    factors = rng.integers(-2, 3, (n_rows, k)).astype(np.float32)
+    factors[::97] = 0.0
+    unit = np.ascontiguousarray(_unit_rows(factors, "factors"), dtype=np.float32)
+    rows = np.arange(n_rows)
+    itself = (np.arange(n_rows + 1), rows)
+    want_ids, want_scores = best_items(unit, rows, unit, 12, seen=itself)
+    for threads in (1, 2):
+        got_ids, got_scores = best_neighbours(unit, 12, threads)
+        np.testing.assert_array_equal(got_ids, want_ids)
+        np.testing.assert_array_equal(got_scores, want_scores)
+    # And the per-query pass is a stable sort of the cosines (score down, id up).
+    cosines = (unit.astype(np.float64) @ unit.T.astype(np.float64)).astype(np.float32)
+    np.fill_diagonal(cosines, -np.inf)
+    for row in (0, 97, n_rows - 1):
+        order = np.lexsort((rows, -cosines[row]))[:12]
+        np.testing.assert_allclose(want_scores[row], cosines[row, order], atol=1e-6)
+        assert row not in want_ids[row]
+
+
+def test_large_batches_take_the_all_pairs_pass_with_single_query_bits(monkeypatch):
+    import fastmf
+    from fastmf import _ranking
+
+    rng = np.random.default_rng(3)
+    m, n_items = 40, 600
+    rows, cols = np.divmod(np.unique(rng.integers(0, m * n_items, 3000)), n_items)
+    model = fastmf.RealValueMF(k=6, n_epochs=2, tol=None, random_state=0, n_threads=2)
+    model.fit((rows, cols, rng.integers(1, 6, rows.size).astype(float)), shape=(m, n_items))
+    calls = []
+    real = _ranking.best_neighbours
+    monkeypatch.setattr(_ranking, "best_neighbours", lambda *a: calls.append(1) or real(*a))
+    batch = rng.permutation(n_items)[:400]  # two thirds of the items, shuffled
+    ids, scores = model.similar_items(batch, n=7)
+    assert calls == [1]
+    for row in (0, 199, 399):
+        single_ids, single_scores = model.similar_items(int(batch[row]), n=7)
+        np.testing.assert_array_equal(ids[row], single_ids)
+        np.testing.assert_array_equal(scores[row], single_scores)
+    assert calls == [1]  # single queries score each query alone
