@@ -434,6 +434,8 @@ class MatrixFactorization(RecommenderMixin):
                 value_scale=value_scale,
                 **run,
             )
+            # Still on the fit's threads: the index is built stripe by stripe in parallel.
+            seen_indptr, seen_items = layout.seen_items_csr(parallel=threads > 1)
         converged = len(stopping.loss_curve) < params["n_epochs"] or stopping.stopped
         if params["tol"] is not None and not converged:
             warnings.warn(
@@ -444,7 +446,6 @@ class MatrixFactorization(RecommenderMixin):
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        seen_indptr, seen_items = layout.seen_items_csr()
         if warm is not None:
             seen_indptr, seen_items = _merge_seen(warm["seen"], (seen_indptr, seen_items), m, n)
         # Commit the fitted state only now, so that a failed fit changes nothing.

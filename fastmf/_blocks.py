@@ -29,7 +29,7 @@ import numba
 import numpy as np
 
 from . import _layout_numpy
-from ._jit import kernel, parallel_kernel
+from ._jit import inline_kernel, kernel, parallel_kernel
 
 # Within a block the ratings of one user are stored together, so a user's
 # factor row is fetched once per block; the block's item rows are hit at
@@ -104,9 +104,9 @@ class BlockLayout:
         """Subtract ``value`` (float32) from every stored value, in place."""
         np.subtract(self.values, value, out=self.values)
 
-    def seen_items_csr(self):
+    def seen_items_csr(self, parallel=False):
         """See :func:`seen_items_csr`."""
-        return seen_items_csr(self)
+        return seen_items_csr(self, parallel)
 
 
 def block_value_sum(values):
@@ -382,13 +382,15 @@ def _permute_rows(factors, source):
             row = nxt
 
 
-def seen_items_csr(layout):
+def seen_items_csr(layout, parallel=False):
     """Return the training interactions as CSR (original ids), reusing the layout's memory.
 
     Returns ``(indptr, items)``: ``items[indptr[u]:indptr[u + 1]]`` are the
-    items user ``u`` rated (int32, in no particular order). ``items`` is
+    items user ``u`` rated (int32, in storage order). ``items`` is
     written over ``layout.values`` (no longer needed after training), so
     remembering what each user rated costs no extra copy of the ratings.
+    ``parallel`` scatters the user stripes on numba's threads: each stripe's
+    entries are one range of the storage, so the result is the same bits.
     """
     m = layout.user_perm.shape[0]
     counts = np.empty(m, dtype=np.int64)
@@ -400,19 +402,41 @@ def seen_items_csr(layout):
         users = layout.user_perm[layout.rows]
         items[:] = layout.item_perm[layout.cols][np.argsort(users, kind="stable")]
     else:
-        _scatter_csr(
-            layout.rows, layout.cols, layout.user_perm, layout.item_perm, indptr[:-1].copy(), items
+        # Block bu * grid + bi is stored in block order, so user stripe bu is one range.
+        stripe_offsets = np.ascontiguousarray(layout.block_offsets[:: layout.grid])
+        scatter = _scatter_csr_parallel if parallel else _scatter_csr
+        scatter(
+            layout.rows,
+            layout.cols,
+            layout.user_perm,
+            layout.item_perm,
+            stripe_offsets,
+            indptr[:-1].copy(),
+            items,
         )
     return indptr, items
 
 
-@kernel
-def _scatter_csr(rows, cols, user_perm, item_perm, cursor, out_items):
-    """Place each rating's original item id in its original user's row, in place."""
-    for idx in range(rows.shape[0]):
+@inline_kernel
+def _scatter_range(rows, cols, user_perm, item_perm, start, end, cursor, out_items):
+    for idx in range(start, end):
         user = user_perm[rows[idx]]
         out_items[cursor[user]] = item_perm[cols[idx]]
         cursor[user] += 1
+
+
+@kernel
+def _scatter_csr(rows, cols, user_perm, item_perm, stripe_offsets, cursor, out_items):
+    """Place each rating's original item id in its original user's row, in place."""
+    _scatter_range(rows, cols, user_perm, item_perm, 0, rows.shape[0], cursor, out_items)
+
+
+@parallel_kernel
+def _scatter_csr_parallel(rows, cols, user_perm, item_perm, stripe_offsets, cursor, out_items):
+    """:func:`_scatter_csr`, user stripes in parallel (no two share a user: the same bits)."""
+    for stripe in numba.prange(stripe_offsets.shape[0] - 1):
+        _scatter_range(rows, cols, user_perm, item_perm, stripe_offsets[stripe],
+                       stripe_offsets[stripe + 1], cursor, out_items)  # fmt: skip
 
 
 def stable_order(keys, size):

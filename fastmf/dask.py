@@ -313,8 +313,8 @@ class ShardedLayout:
             )
         self._value_sums = None
 
-    def seen_items_csr(self):
-        """Like :func:`fastmf._blocks.seen_items_csr`, assembled stripe by stripe."""
+    def seen_items_csr(self, parallel=False):
+        """Like :func:`fastmf._blocks.seen_items_csr`, assembled stripe by stripe on the workers."""
         m, grid = self.user_perm.shape[0], self.grid
         user_bounds = stripe_bounds(m, grid)
         item_bounds = stripe_bounds(self.item_perm.shape[0], grid)

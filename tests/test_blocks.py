@@ -353,6 +353,28 @@ def test_parallel_and_serial_block_sorts_give_the_same_layout(duplicates, ways):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("parallel", [False, True])
+def test_seen_items_csr_lists_each_users_training_items(monkeypatch, parallel):
+    # The compiled scatter (serial, or one user stripe per task) must give each
+    # original user exactly the original items it rated, in storage order: the
+    # same arrays as the small-layout argsort path.
+    from fastmf import _layout_numpy
+
+    rows, cols, values, shape = random_coo(4, m=60, n=45, nnz=900)
+    results = []
+    for small in (True, False):
+        monkeypatch.setattr(_layout_numpy, "SMALL_LAYOUT_RATINGS", 10**9 if small else 0)
+        data = check_coo((rows, cols, values), shape=shape)
+        layout = _blocks.arrange(data, 3, np.random.default_rng(0))
+        results.append(layout.seen_items_csr(parallel=parallel and not small))
+    (indptr, items), (small_indptr, small_items) = results[1], results[0]
+    np.testing.assert_array_equal(indptr, small_indptr)
+    np.testing.assert_array_equal(items, small_items)
+    for user in range(shape[0]):
+        got = np.sort(items[indptr[user] : indptr[user + 1]])
+        np.testing.assert_array_equal(got, np.sort(cols[rows == user]))
+
+
 def test_small_fits_run_serially_with_the_quick_to_compile_kernels(monkeypatch):
     import fastmf._backend
 
