@@ -1136,18 +1136,6 @@ CHUNK_QUERIES = 16 * _GROUP  # queries per task of the parallel pass (with their
 
 
 @inline_kernel
-def _insert(out_ids, out_scores, row, item, score):
-    """Put ``item`` into row ``row``'s sorted top-n list, after entries of equal score."""
-    slot = out_ids.shape[1] - 1
-    while slot > 0 and out_scores[row, slot - 1] < score:
-        out_scores[row, slot] = out_scores[row, slot - 1]
-        out_ids[row, slot] = out_ids[row, slot - 1]
-        slot -= 1
-    out_scores[row, slot] = score
-    out_ids[row, slot] = item
-
-
-@inline_kernel
 def _tile_products(query_factors, u0, u1, u2, u3, item_factors_t, start, stop, scores):
     """``scores[r, t] = query_factors[u_r] . item t`` for the items ``start:stop`` of a tile.
 
@@ -1208,8 +1196,8 @@ def _score_group(query_factors, queries, first, rows, item_factors_t, item_bias,
     score ``(p . q + item_bias) + offset`` in float32, the excluded items set
     to -inf, and the selection: a tile enters it only when one of its scores
     beats the row's current n-th best (counted without branches, so the loop
-    is vectorized). A candidate goes after entries of equal score, so ties go
-    to the smaller id (items are visited in id order). ``seen``/``cursor``
+    is vectorized). The lists are kept by score down, then id up
+    (:func:`_insert_ranked`; items arrive in id order, so a tie never moves). ``seen``/``cursor``
     are scratch: each row's excluded items, sorted, and its position there.
     """
     n_items = item_factors_t.shape[1]
@@ -1257,7 +1245,7 @@ def _score_group(query_factors, queries, first, rows, item_factors_t, item_bias,
                 continue
             for t in range(width):
                 if values[t] > worst:
-                    _insert(out_ids, out_scores, row, start + t, values[t])
+                    _insert_ranked(out_ids, out_scores, row, start + t, values[t])
                     worst = out_scores[row, n - 1]
 
 
