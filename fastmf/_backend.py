@@ -121,7 +121,11 @@ class LocalBackend:
             matrix = factors if factors.ndim == 2 else factors[:, None]
             for lo, hi in zip(bounds[:-1], bounds[1:]):
                 penalty += _kernels.weighted_squared_norms(matrix[lo:hi], counts[lo:hi])
-        return self._block_loss, penalty, state.parameters_finite()
+        # The penalty reads every parameter: it is finite exactly when they all
+        # are (a non-finite one makes its term inf or NaN, a count of 0 times
+        # inf included, and float32 squares cannot overflow a float64 sum), so
+        # no second pass over the factors is needed.
+        return self._block_loss, penalty, bool(np.isfinite(penalty))
 
     def pull(self):
         """Nothing to do: the epochs update the driver's arrays themselves."""

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from . import _checkpoint, _kernels
-from ._blocks import epoch_schedule, stable_order
+from ._blocks import epoch_schedule, index_dtype, stable_order
 from ._ranking import best_items
 from .exceptions import DivergenceError
 
@@ -28,6 +28,7 @@ class Validation:
     Parameters
     ----------
     rows, cols : ndarray of int64
+        Kept in the layout's id type (:func:`fastmf._blocks.index_dtype`).
     values : ndarray of float32
         Already centred like the training values.
     loss : fastmf._losses.Loss
@@ -39,8 +40,13 @@ class Validation:
     CHUNK = 2**16
 
     def __init__(self, rows, cols, values, loss, parallel=False):
-        order = stable_order(rows, int(rows.max()) + 1 if rows.size else 0)
-        self.rows, self.cols, self.values = rows[order], cols[order], values[order]
+        largest = (int(rows.max()) + 1, int(cols.max()) + 1) if rows.size else (0, 0)
+        order = stable_order(rows, largest[0])
+        # In the layout's id type (int32 unless a dimension needs int64): the
+        # pass after every epoch then reads half as many bytes of ids.
+        dtype = index_dtype(largest)
+        self.rows, self.cols = rows[order].astype(dtype), cols[order].astype(dtype)
+        self.values = values[order]
         self.loss = loss
         count = rows.shape[0]
         self.offsets = np.append(np.arange(0, count, self.CHUNK), count).astype(np.int64)

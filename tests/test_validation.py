@@ -199,3 +199,34 @@ def test_float_ids_with_integral_values_and_explicit_zeros_are_accepted():
         matrix, model=RealValueMF(k=1, biases=False, n_epochs=1, tol=None, lr=1e-9, random_state=0)
     )
     assert model.loss_curve_[0] == pytest.approx((0.5 * 0 + 0.5 * 1) / 2, abs=1e-2)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("where", ["user_factors", "item_factors", "user_bias", "item_bias"])
+def test_the_backend_reports_any_non_finite_parameter(bad, where):
+    # The finiteness flag comes from the penalty's pass, not a pass of its own:
+    # one bad value anywhere, in a row without ratings too, must clear it.
+    from fastmf._backend import LocalBackend
+    from fastmf._blocks import arrange
+    from fastmf._losses import LOSSES
+    from fastmf._state import TrainingState
+
+    rows, cols, values, (m, n) = random_coo(4)
+    m, n = m + 1, n + 1  # the last user and item have no ratings
+    layout = arrange(check_coo((rows, cols, values), (m, n)), 2, np.random.default_rng(0))
+    rng = np.random.default_rng(1)
+    user_factors = rng.standard_normal((m, 3)).astype(np.float32)
+    item_factors = rng.standard_normal((n, 3)).astype(np.float32)
+    state = TrainingState.start(layout, user_factors, item_factors, biases=True, adagrad=False)
+    backend = LocalBackend(1)
+    backend.start(layout, LOSSES["squared"], state)
+    assert backend.objective()[2]
+    counts = layout.user_counts if where.startswith("user") else layout.item_counts
+    unrated = int(np.flatnonzero(counts == 0)[0])
+    array = getattr(state, where)
+    for row in (int(np.flatnonzero(counts)[0]), unrated):
+        kept = array[row].copy()
+        array[row] = bad
+        assert not backend.objective()[2]
+        array[row] = kept
+        assert backend.objective()[2]
