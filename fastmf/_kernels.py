@@ -194,18 +194,25 @@ def _entry_gradient(logistic, user_factors, u, item_factors, i, value, user_bias
     """
     score = _score(user_factors, u, item_factors, i, user_bias, item_bias)
     if logistic:
-        margin = value * score
-        growth = np.float32(math.exp(margin))
-        sigmoid = np.float32(1.0) / (np.float32(1.0) + growth)  # sigmoid(-m)
-        # sigmoid(m) in float64, accurate for either sign: 1 - sigmoid(-m) when
-        # m >= 0, exp(m) * sigmoid(-m) when m < 0. A select, not a branch: the
-        # CPU cannot predict the margin's sign.
-        sigmoid64 = np.float64(sigmoid)
-        below = np.float64(growth) * sigmoid64
-        likelihood = 1.0 - sigmoid64 if margin >= np.float32(0.0) else below
+        sigmoid, likelihood = _sigmoids(value * score)
         return value * sigmoid, max(likelihood, _LIKELIHOOD_FLOOR)
     error = value - score
     return error, 0.5 * np.float64(error) * np.float64(error)
+
+
+@inline_kernel
+def _sigmoids(margin):
+    """Return ``(sigmoid(-m), sigmoid(m))`` of a margin ``m``: float32, and float64.
+
+    ``sigmoid(m)`` is accurate for either sign: ``1 - sigmoid(-m)`` when
+    ``m >= 0``, ``exp(m) * sigmoid(-m)`` when ``m < 0``. A select, not a
+    branch: the CPU cannot predict the margin's sign.
+    """
+    growth = np.float32(math.exp(margin))
+    sigmoid = np.float32(1.0) / (np.float32(1.0) + growth)  # sigmoid(-m)
+    sigmoid64 = np.float64(sigmoid)
+    below = np.float64(growth) * sigmoid64
+    return sigmoid, 1.0 - sigmoid64 if margin >= np.float32(0.0) else below
 
 
 # The logistic pass multiplies LOG_EVERY likelihoods before it takes one log:
@@ -214,6 +221,9 @@ def _entry_gradient(logistic, user_factors, u, item_factors, i, value, user_bias
 # loss is capped at 87.3), so a product of 8 stays a normal float64 (> 1e-304).
 LOG_EVERY = 8
 _LIKELIHOOD_FLOOR = 2.0**-126
+# Below this margin the objective kernels take the logistic loss as -margin;
+# above it, a product of LOG_EVERY likelihoods stays above 1e-278.
+_EXACT_MARGIN = np.float32(-80.0)
 
 
 @inline_kernel
@@ -1009,17 +1019,46 @@ def sampled_epoch_parallel(loss, rows, cols, values, block_offsets, schedule, it
 
 
 # ----------------------------------------------------------------- objective
+@inline_kernel
+def _data_loss(logistic, rows, cols, values, start, end, user_factors, item_factors, user_bias,
+               item_bias, weights):  # fmt: skip
+    """Return the data loss over entries ``start:end``, in float64, with no step.
+
+    The logistic terms are the SGD passes' likelihoods (:func:`_sigmoids`),
+    multiplied ``LOG_EVERY`` at a time before one log (:func:`_add_term`):
+    a ``log1p(exp(.))`` per entry made this pass (the validation after every
+    epoch) twice as long. Margins below ``_EXACT_MARGIN`` add ``-margin``.
+    """
+    total = 0.0
+    product = 1.0
+    for idx in range(start, end):
+        score = _score(user_factors, rows[idx], item_factors, cols[idx], user_bias, item_bias)
+        if not logistic:
+            error = np.float64(values[idx] - score)
+            total += _weighted_loss(0.5 * error * error, weights, idx)
+            continue
+        margin = values[idx] * score
+        if margin < _EXACT_MARGIN:
+            # exp(m) is below 1e-34: the loss is -m to float64's precision
+            # (the SGD passes cap it at 87.3 instead, see _LIKELIHOOD_FLOOR).
+            total += _weighted_loss(-np.float64(margin), weights, idx)
+        else:
+            _, likelihood = _sigmoids(margin)
+            total, product = _add_term(True, total, product, likelihood, weights, idx, idx - start)
+    if logistic:
+        return total - math.log(product)
+    return total
+
+
 @kernel
 def block_loss_squared(
     rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias, weights=None
 ):
     """Return ``sum 0.5 * w * (r - s)**2`` over entries ``start:end``, in float64."""
-    total = 0.0
-    for idx in range(start, end):
-        score = _score(user_factors, rows[idx], item_factors, cols[idx], user_bias, item_bias)
-        err = np.float64(values[idx] - score)
-        total += _weighted(0.5 * err * err, weights, idx)
-    return total
+    return _data_loss(
+        False, rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias,
+        weights,
+    )  # fmt: skip
 
 
 @kernel
@@ -1027,11 +1066,10 @@ def block_loss_logistic(
     rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias, weights=None
 ):
     """Return ``sum w * log(1 + exp(-y * s))`` over entries ``start:end``, in float64."""
-    total = 0.0
-    for idx in range(start, end):
-        score = _score(user_factors, rows[idx], item_factors, cols[idx], user_bias, item_bias)
-        total += _weighted(np.float64(_softplus(-values[idx] * score)), weights, idx)
-    return total
+    return _data_loss(
+        True, rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias,
+        weights,
+    )  # fmt: skip
 
 
 @kernel
