@@ -16,18 +16,16 @@ from conftest import straightforward_epoch
 from fastmf import _blocks, _kernels
 from fastmf._jit import max_threads, numba_threads
 from fastmf._losses import LOGISTIC, LOSSES, SQUARED
+from fastmf._state import normal_factors
 from fastmf._validation import check_coo
 
 LR, L2 = np.float32(0.005), np.float32(0.05)
 
 
 def factors(shape, k, seed=0):
+    """Starting factors as a fit draws them (N(0, 0.01 / k), rows on cache lines)."""
     rng = np.random.default_rng(seed)
-    std = np.float32(0.1 / np.sqrt(k))
-    return (
-        rng.standard_normal((shape[0], k), dtype=np.float32) * std,
-        rng.standard_normal((shape[1], k), dtype=np.float32) * std,
-    )
+    return normal_factors(rng, shape[0], k, 0.1), normal_factors(rng, shape[1], k, 0.1)
 
 
 def report(benchmark, name, n_ratings, k, threads):

@@ -206,6 +206,7 @@ def test_whole_fit_to_epoch_throughput(benchmark, split, loss, threads):
     from fastmf import _blocks, _kernels
     from fastmf._jit import numba_threads
     from fastmf._losses import LOSSES
+    from fastmf._state import normal_factors
     from fastmf._validation import check_coo
 
     train, test, shape = split
@@ -231,9 +232,9 @@ def test_whole_fit_to_epoch_throughput(benchmark, split, loss, threads):
 
     def epochs(count=EPOCHS):
         rng = np.random.default_rng(0)
-        std = np.float32(0.1 / np.sqrt(k))
-        user_factors = rng.standard_normal((shape[0], k), dtype=np.float32) * std
-        item_factors = rng.standard_normal((shape[1], k), dtype=np.float32) * std
+        # Drawn as the fit draws them (rows on cache lines, as the fit's are).
+        user_factors = normal_factors(rng, shape[0], k, 0.1)
+        item_factors = normal_factors(rng, shape[1], k, 0.1)
         state = (
             user_factors, item_factors,
             np.zeros(shape[0], np.float32), np.zeros(shape[1], np.float32),
