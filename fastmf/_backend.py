@@ -55,7 +55,6 @@ class LocalBackend:
     def start(self, layout, loss, state, sampling=None):
         """Train ``state`` (updated in place) on ``layout`` with ``loss``."""
         self.layout, self.state = layout, state
-        state.parallel = self.n_threads > 1  # its best-epoch copies, too
         self.kernels = loss.kernels_for(layout.nnz)
         parallel = self.n_threads > 1
         self._sgd_epoch = _kernels.sgd_epoch_parallel if parallel else _kernels.sgd_epoch_serial

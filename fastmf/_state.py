@@ -8,11 +8,9 @@ internal order while training, and knows how to move between the two orders.
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from ._blocks import inverse_permutation, permute_rows
-from ._jit import parallel_kernel
 
 # Factor matrices start on a cache line: numpy's large arrays start 16 bytes
 # past one, so that every row of k=32 floats spans three lines instead of two.
@@ -56,30 +54,6 @@ def uniform_factors(rng, n_rows, k, use_global_numpy):
     return rng.random((n_rows, k), dtype=np.float32)
 
 
-# Below this many values a copy stays on the calling thread.
-_PARALLEL_COPY_VALUES = 1 << 20
-
-
-def _copy(source, target, parallel):
-    """Copy ``source`` into ``target`` (same shape, C-contiguous), on numba's threads if asked."""
-    contiguous = source.flags.c_contiguous and target.flags.c_contiguous
-    if parallel and contiguous and source.size >= _PARALLEL_COPY_VALUES:
-        bounds = np.linspace(0, source.size, numba.get_num_threads() + 1).astype(np.int64)
-        _copy_parallel(source.reshape(-1), target.reshape(-1), bounds)
-    else:
-        np.copyto(target, source)
-
-
-@parallel_kernel
-def _copy_parallel(source, target, bounds):
-    """Copy 1-D ``source`` into ``target``, chunk ``bounds[c]:bounds[c + 1]`` per task."""
-    for chunk in numba.prange(bounds.shape[0] - 1):
-        # Element by element: a slice assignment compiles numba's
-        # shape-mismatch error path, seconds of first-fit compile time.
-        for index in range(bounds[chunk], bounds[chunk + 1]):
-            target[index] = source[index]
-
-
 def _aligned_copy(array):
     copy = aligned_empty(array.shape, array.dtype)
     copy[...] = array
@@ -104,8 +78,6 @@ class TrainingState:
     item_bias: np.ndarray | None = None
     user_acc: np.ndarray | None = None
     item_acc: np.ndarray | None = None
-    #: Copy the parameters on numba's threads (a local fit on several threads).
-    parallel: bool = False
 
     # The learned parameters (what the best validation epoch keeps), then the rest.
     PARAMETERS = ("user_factors", "item_factors", "user_bias", "item_bias")
@@ -152,19 +124,21 @@ class TrainingState:
         instead of allocating new arrays (a new best epoch after another).
         """
         if into is None:
-            into = [
-                None if a is None else aligned_empty(a.shape, a.dtype) for a in self.arrays()[:4]
-            ]
+            return [None if a is None else a.copy() for a in self.arrays()[:4]]
         for array, kept in zip(self.arrays()[:4], into):
             if array is not None:
-                _copy(array, kept, self.parallel)
+                np.copyto(kept, array)
         return into
 
     def restore_parameters(self, saved):
         """Copy parameters saved by :meth:`copy_parameters` back into this state's arrays."""
         for array, kept in zip(self.arrays()[:4], saved):
             if array is not None:
-                _copy(kept, array, self.parallel)
+                np.copyto(array, kept)
+
+    def parameters_finite(self):
+        """Whether every factor and bias is finite."""
+        return all(np.isfinite(a).all() for a in self.arrays()[:4] if a is not None)
 
     def fitted(self, layout):
         """Return factors and biases in original id order (zeros for absent biases).

@@ -92,31 +92,3 @@ def test_callback_sees_every_epoch_and_can_stop():
     assert seen[-1]["loss"] == model.loss_curve_[-1] and seen[0]["val_loss"] is None
     with pytest.raises(TypeError, match="callback must be callable"):
         model.fit((rows, cols, values), callback=3)
-
-
-def test_best_epoch_copies_on_threads_are_exact():
-    # Large states copy on numba's threads (one chunk each); the saved and the
-    # restored parameters must be the arrays' exact values.
-    from fastmf._jit import numba_threads
-    from fastmf._state import TrainingState
-
-    rng = np.random.default_rng(0)
-    user_factors = rng.standard_normal((70_001, 16)).astype(np.float32)  # > 1M values
-    state = TrainingState(
-        user_factors.copy(),
-        rng.standard_normal((5, 16)).astype(np.float32),
-        rng.standard_normal(70_001).astype(np.float32),
-        rng.standard_normal(5).astype(np.float32),
-        parallel=True,
-    )
-    with numba_threads(2):
-        saved = state.copy_parameters()
-        np.testing.assert_array_equal(saved[0], user_factors)
-        state.user_factors += 1.0
-        saved = state.copy_parameters(into=saved)
-        np.testing.assert_array_equal(saved[0], user_factors + 1.0)
-        state.user_factors[:] = 0.0
-        state.restore_parameters(saved)
-    np.testing.assert_array_equal(state.user_factors, user_factors + 1.0)
-    for got, want in zip(saved[1:], (state.item_factors, state.user_bias, state.item_bias)):
-        np.testing.assert_array_equal(got, want)
