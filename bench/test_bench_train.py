@@ -251,7 +251,7 @@ def test_whole_fit_to_epoch_throughput(benchmark, split, loss, threads):
                 )  # fmt: skip
         return time.perf_counter() - start
 
-    def measure(rounds=2):
+    def measure(rounds=4):
         model_class(**{**params, "n_epochs": 1}).fit(train, shape=shape, X_val=test)  # compile
         epochs(1)
         seconds = {"fit": [], "epochs": []}

@@ -136,10 +136,6 @@ class TrainingState:
             if array is not None:
                 np.copyto(array, kept)
 
-    def parameters_finite(self):
-        """Whether every factor and bias is finite."""
-        return all(np.isfinite(a).all() for a in self.arrays()[:4] if a is not None)
-
     def fitted(self, layout):
         """Return factors and biases in original id order (zeros for absent biases).
 
