@@ -1039,11 +1039,14 @@ def _data_loss(logistic, rows, cols, values, start, end, user_factors, item_fact
     for idx in range(start, end):
         if idx + _ITEM_PREFETCH_AHEAD < end:
             _prefetch_row(item_factors, cols[idx + _ITEM_PREFETCH_AHEAD])
-        score = _score(user_factors, rows[idx], item_factors, cols[idx], user_bias, item_bias)
         if not logistic:
-            error = np.float64(values[idx] - score)
-            total += _weighted_loss(0.5 * error * error, weights, idx)
+            _, term = _entry_gradient(
+                False, user_factors, rows[idx], item_factors, cols[idx], values[idx], user_bias,
+                item_bias,
+            )  # fmt: skip
+            total, product = _add_term(False, total, product, term, weights, idx, idx - start)
             continue
+        score = _score(user_factors, rows[idx], item_factors, cols[idx], user_bias, item_bias)
         margin = values[idx] * score
         if margin < _EXACT_MARGIN:
             # exp(m) is below 1e-34: the loss is -m to float64's precision
