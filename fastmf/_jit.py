@@ -20,7 +20,8 @@ is set in the environment, as the CI does once): indices are validated in
 Python before any kernel runs.
 
 :func:`prefetch` is a cache hint (``llvm.prefetch``) that numba does not expose,
-used by the logistic SGD kernel.
+used by the logistic SGD kernel. :func:`opaque` (``llvm.arithmetic.fence``)
+keeps one value out of the reassociation that ``fastmath`` otherwise allows.
 
 :class:`CompileTimeChoice` is the other extension: a Python object that a
 kernel takes as an argument and that numba types by its name alone, so each
@@ -139,6 +140,28 @@ def prefetch(typingctx, array, row, column):
         return context.get_dummy_value()
 
     return types.void(array, row, column), codegen
+
+
+@intrinsic
+def opaque(typingctx, value):
+    """Return ``value`` (a float32), as a result that fast-math may not reassociate into.
+
+    Compiles to LLVM's ``llvm.arithmetic.fence``, which costs no instruction.
+    With ``reassoc``, LLVM rewrites ``(a / b) * x`` inside a loop as
+    ``(a * x) / b``: a division per vector of ``x`` instead of one before the
+    loop. Fencing ``a / b`` keeps the one division.
+    """
+    if value != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        float32 = ir.FloatType()
+        function = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(float32, [float32]), "llvm.arithmetic.fence.f32"
+        )
+        return builder.call(function, [args[0]])
+
+    return types.float32(types.float32), codegen
 
 
 class CompileTimeChoice:

@@ -41,7 +41,7 @@ import numpy as np
 from numba.extending import overload
 
 from ._blocks import splitmix64
-from ._jit import chosen, inline_kernel, kernel, parallel_kernel, prefetch
+from ._jit import chosen, inline_kernel, kernel, opaque, parallel_kernel, prefetch
 
 
 @inline_kernel
@@ -51,6 +51,18 @@ def _dot(user_factors, u, item_factors, i):
     for f in range(user_factors.shape[1]):
         acc += user_factors[u, f] * item_factors[i, f]
     return acc
+
+
+@inline_kernel
+def _adagrad_step_size(lr, accumulator):
+    """Return AdaGrad's step size ``lr / sqrt(accumulator)`` (float32).
+
+    :func:`opaque` keeps it one value: fast-math would otherwise move the
+    division into the loop over the row's coordinates (a division per vector,
+    where one suffices; measured side by side at k=32, 0.64 of the constant
+    step's speed with it, 0.69 without).
+    """
+    return opaque(lr / np.float32(math.sqrt(accumulator)))
 
 
 @inline_kernel
@@ -90,8 +102,8 @@ def _sgd_step(
     lr_user = lr
     lr_item = lr
     if user_acc is not None:
-        lr_user = lr / np.float32(math.sqrt(user_acc[u]))
-        lr_item = lr / np.float32(math.sqrt(item_acc[i]))
+        lr_user = _adagrad_step_size(lr, user_acc[u])
+        lr_item = _adagrad_step_size(lr, item_acc[i])
     sq_user = np.float32(0.0)
     sq_item = np.float32(0.0)
     if user_bias is not None:
@@ -805,9 +817,9 @@ def _bpr_step(user_factors, u, item_factors, i, j, weight, item_bias, user_acc, 
     lr_i = lr
     lr_j = lr
     if user_acc is not None:  # from the accumulators before this step, as in _sgd_step
-        lr_user = lr / np.float32(math.sqrt(user_acc[u]))
-        lr_i = lr / np.float32(math.sqrt(item_acc[i]))
-        lr_j = lr / np.float32(math.sqrt(item_acc[j]))
+        lr_user = _adagrad_step_size(lr, user_acc[u])
+        lr_i = _adagrad_step_size(lr, item_acc[i])
+        lr_j = _adagrad_step_size(lr, item_acc[j])
     sq_user = np.float32(0.0)
     sq_i = np.float32(0.0)
     sq_j = np.float32(0.0)
