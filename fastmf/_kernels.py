@@ -1409,7 +1409,8 @@ def _offer_hits(out_ids, out_scores, row, items_start, values, worst, hits):
 
 
 @inline_kernel
-def _neighbour_pairs(unit, unit_t, pair_a, pair_b, low, high, out_ids, out_scores):
+def _neighbour_pairs(unit, unit_t, pair_a, pair_b, low, high, out_ids, out_scores, own_floor,
+                     peer_floor):  # fmt: skip
     """Offer the scores of tile pairs ``low:high`` to the rows of both tiles.
 
     ``unit`` (float32, (n_rows, k)) and ``unit_t`` (its transpose, C order)
@@ -1421,6 +1422,15 @@ def _neighbour_pairs(unit, unit_t, pair_a, pair_b, low, high, out_ids, out_score
     then takes the block's column ``j``. A row or column is scanned only for
     the scores that reach its current n-th best, counted first without
     branches (vectorized), and the scan stops at the last of them.
+
+    ``own_floor``/``peer_floor`` (float32, (n_rows,), or None) serve the
+    threaded pass, where each worker keeps lists of its own: a worker
+    publishes each row's n-th best in ``own_floor`` after changing the row's
+    list, and skips the scores below another worker's published value. Those
+    cannot be among the row's final ``n``: the other worker holds ``n``
+    better candidates (each pair is scored by one worker only), and its
+    lists only improve. Ties pass, so the result stays the same bits; without
+    it, both workers fill the top ``n`` of most rows from scratch.
     """
     n_rows = unit.shape[0]
     n = out_ids.shape[1]
@@ -1446,15 +1456,21 @@ def _neighbour_pairs(unit, unit_t, pair_a, pair_b, low, high, out_ids, out_score
                 if diagonal:
                     values[row - b_start] = -np.inf
                 worst = out_scores[row, n - 1]
+                if peer_floor is not None:
+                    worst = max(worst, peer_floor[row])
                 hits = 0
                 for t in range(width):
                     hits += values[t] >= worst
                 if hits:
                     _offer_hits(out_ids, out_scores, row, b_start, values, worst, hits)
+                    if own_floor is not None:
+                        own_floor[row] = out_scores[row, n - 1]
         if diagonal:
             continue
         for t in range(width):
             column_worst[t] = out_scores[b_start + t, n - 1]
+            if peer_floor is not None:
+                column_worst[t] = max(column_worst[t], peer_floor[b_start + t])
             column_hits[t] = 0
         for r in range(a_stop - a_start):
             line = block[r]
@@ -1465,6 +1481,8 @@ def _neighbour_pairs(unit, unit_t, pair_a, pair_b, low, high, out_ids, out_score
                 _offer_hits(out_ids, out_scores, b_start + t, a_start,
                             block[: a_stop - a_start, t], column_worst[t],
                             column_hits[t])  # fmt: skip
+                if own_floor is not None:
+                    own_floor[b_start + t] = out_scores[b_start + t, n - 1]
 
 
 @inline_kernel
@@ -1486,23 +1504,29 @@ def neighbours_top_n(unit, unit_t, pair_a, pair_b, out_ids, out_scores):
     excluded, on any thread count.
     """
     _clear_lists(out_ids, out_scores)
-    _neighbour_pairs(unit, unit_t, pair_a, pair_b, 0, pair_a.shape[0], out_ids, out_scores)
+    _neighbour_pairs(unit, unit_t, pair_a, pair_b, 0, pair_a.shape[0], out_ids, out_scores, None,
+                     None)  # fmt: skip
 
 
 @parallel_kernel
 def neighbours_top_n_parallel(unit, unit_t, pair_a, pair_b, bounds, worker_ids, worker_scores,
-                              out_ids, out_scores):  # fmt: skip
+                              worker_floors, out_ids, out_scores):  # fmt: skip
     """:func:`neighbours_top_n` with the tile pairs split among workers (the same result).
 
     Worker ``w`` scores pairs ``bounds[w]:bounds[w + 1]`` into its own lists
     ``worker_ids[w]``/``worker_scores[w]`` (so no two threads write one row),
-    then each row's lists are merged.
+    then each row's lists are merged. Worker ``w`` publishes its rows' n-th
+    best scores in ``worker_floors[w]`` (float32, (workers, n_rows), set to
+    -inf here) and skips what the next worker's rule out
+    (:func:`_neighbour_pairs`).
     """
     n_workers = bounds.shape[0] - 1
+    worker_floors[:] = -np.inf
     for w in numba.prange(n_workers):
         _clear_lists(worker_ids[w], worker_scores[w])
         _neighbour_pairs(unit, unit_t, pair_a, pair_b, bounds[w], bounds[w + 1], worker_ids[w],
-                         worker_scores[w])  # fmt: skip
+                         worker_scores[w], worker_floors[w],
+                         worker_floors[(w + 1) % n_workers])  # fmt: skip
     n_rows, n = out_ids.shape
     for chunk in numba.prange((n_rows + SCORE_TILE - 1) // SCORE_TILE):
         for row in range(chunk * SCORE_TILE, min(n_rows, (chunk + 1) * SCORE_TILE)):

@@ -86,9 +86,11 @@ def best_neighbours(unit, n, n_threads=1):
             bounds = np.linspace(0, pair_a.size, threads + 1).round().astype(np.int64)
             worker_ids = np.empty((threads, n_rows, n), dtype=np.int64)
             worker_scores = np.empty((threads, n_rows, n), dtype=np.float32)
+            worker_floors = np.empty((threads, n_rows), dtype=np.float32)
             _kernels.neighbours_top_n_parallel(
-                unit, unit_t, pair_a, pair_b, bounds, worker_ids, worker_scores, ids, scores
-            )
+                unit, unit_t, pair_a, pair_b, bounds, worker_ids, worker_scores, worker_floors,
+                ids, scores,
+            )  # fmt: skip
         else:
             _kernels.neighbours_top_n(unit, unit_t, pair_a, pair_b, ids, scores)
     return ids, scores

@@ -119,6 +119,42 @@ def test_all_pairs_pass_equals_per_query_pass_bits(n_rows, k):
         assert row not in want_ids[row]
 
 
+def test_a_peer_floor_skips_only_scores_that_cannot_rank():
+    # The threaded all-pairs pass skips scores below another worker's published
+    # n-th best. With each row's true n-th best as that floor, one worker over
+    # all pairs must still find every row's exact top n (ties at the floor
+    # pass); one ulp higher, the floor drops the n-th entries.
+    import numba
+
+    from fastmf import _jit, _kernels
+    from fastmf._ranking import best_neighbours
+    from fastmf.similarity import _unit_rows
+
+    # The kernels' arithmetic flags, so that the scores have the pass's bits.
+    @numba.njit(fastmath=set(_jit.FASTMATH_FLAGS), error_model="numpy")
+    def pairs_with_floor(unit, unit_t, pair_a, pair_b, ids, scores, own_floor, peer_floor):
+        _kernels._clear_lists(ids, scores)
+        _kernels._neighbour_pairs(unit, unit_t, pair_a, pair_b, 0, pair_a.shape[0], ids, scores,
+                                  own_floor, peer_floor)  # fmt: skip
+
+    rng = np.random.default_rng(5)
+    factors = rng.integers(-2, 3, (700, 5)).astype(np.float32)
+    unit = np.ascontiguousarray(_unit_rows(factors, "factors"), dtype=np.float32)
+    want_ids, want_scores = best_neighbours(unit, 12, 1)
+    tiles = -(-unit.shape[0] // _kernels.SCORE_TILE)
+    pair_a, pair_b = (np.ascontiguousarray(side, dtype=np.int64) for side in np.triu_indices(tiles))
+    ids = np.empty_like(want_ids)
+    scores = np.empty_like(want_scores)
+    own_floor = np.full(unit.shape[0], -np.inf, dtype=np.float32)
+    args = (unit, np.ascontiguousarray(unit.T), pair_a, pair_b, ids, scores, own_floor)
+    pairs_with_floor(*args, want_scores[:, -1].copy())
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(scores, want_scores)
+    np.testing.assert_array_equal(own_floor, want_scores[:, -1])  # what the worker publishes
+    pairs_with_floor(*args, np.nextafter(want_scores[:, -1], np.float32(np.inf)))
+    assert (ids[:, -1] == -1).all()
+
+
 def test_large_batches_take_the_all_pairs_pass_with_single_query_bits(monkeypatch):
     import fastmf
     from fastmf import _ranking
