@@ -13,6 +13,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from ._state import aligned_empty
 from ._version import __version__
 from .exceptions import ModelFileError
 from .ids import IdMap
@@ -265,7 +266,11 @@ class _MemberReader:
         array = np.frombuffer(data, dtype=stored_dtype, count=count).reshape(
             stored_shape, order=order
         )
-        return np.array(array, order="C")  # writable, owned, native layout
+        # Writable, C order, in memory of its own (not the file's buffer), on a cache line
+        # like a fit's factors.
+        copy = aligned_empty(array.shape, array.dtype)
+        copy[...] = array
+        return copy
 
     def _check_type(self, name, stored_dtype, dtype, stored_shape, shape):
         if isinstance(dtype, str):

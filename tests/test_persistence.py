@@ -23,6 +23,9 @@ def test_round_trip_is_bit_identical(tmp_path, model_class, biases):
     assert loaded.get_params() == model.get_params()
     for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_", "loss_curve_"):
         np.testing.assert_array_equal(getattr(loaded, name), getattr(model, name))
+    for factors in (loaded.user_factors_, loaded.item_factors_):  # served like a fit's
+        assert factors.ctypes.data % 64 == 0
+        assert factors.flags.c_contiguous and factors.flags.writeable
     assert (loaded.n_users_, loaded.n_items_, loaded.n_iter_) == (
         model.n_users_,
         model.n_items_,
