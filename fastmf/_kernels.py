@@ -54,6 +54,56 @@ def _dot(user_factors, u, item_factors, i):
 
 
 @inline_kernel
+def _dot_and_norms(user_factors, u, item_factors, i):
+    """Return ``(p_u . q_i, |p_u|^2, |q_i|^2)`` as float32, in one pass over the rows."""
+    dot = np.float32(0.0)
+    user_norm = np.float32(0.0)
+    item_norm = np.float32(0.0)
+    for f in range(user_factors.shape[1]):
+        p = user_factors[u, f]
+        q = item_factors[i, f]
+        dot += p * q
+        user_norm += p * p
+        item_norm += q * q
+    return dot, user_norm, item_norm
+
+
+@inline_kernel
+def _score_and_norms(user_factors, u, item_factors, i, user_bias, item_bias, user_acc):
+    """Return ``(score, norms)`` of one entry; ``norms`` is what AdaGrad's step needs.
+
+    With ``user_acc`` (AdaGrad: ``user_acc is not None``, a constant the
+    compiler folds) ``norms`` is :func:`_dot_and_norms` of the rows, taken in
+    the loop that computes the score; without, it is zeros and the score is
+    :func:`_score`'s, so the constant-step kernels compile the code they did
+    before.
+    """
+    if user_acc is not None:
+        norms = _dot_and_norms(user_factors, u, item_factors, i)
+        score = norms[0]
+        if user_bias is not None:
+            score += user_bias[u] + item_bias[i]
+        return score, norms
+    zero = np.float32(0.0)
+    return _score(user_factors, u, item_factors, i, user_bias, item_bias), (zero, zero, zero)
+
+
+@inline_kernel
+def _squared_gradient_norm(g, l2, dot, own_norm, other_norm):
+    """Return ``|g * q - l2 * p|^2`` from ``p . q``, ``|p|^2`` (own) and ``|q|^2`` (other).
+
+    Expanding the square, ``g^2 |q|^2 - 2 g l2 (p . q) + l2^2 |p|^2``, clamped
+    at 0 against rounding, needs no sum over the row's coordinates: the
+    norms come from the loop that computed the score. Side by side at k=32
+    (biases, one thread) this made the AdaGrad epoch 0.76-0.80 of the
+    constant step's speed, against 0.71-0.76 summing the squared gradients
+    in the update loop.
+    """
+    value = g * g * other_norm - np.float32(2.0) * g * l2 * dot + l2 * l2 * own_norm
+    return max(value, np.float32(0.0))
+
+
+@inline_kernel
 def _adagrad_step_size(lr, accumulator):
     """Return AdaGrad's step size ``lr / sqrt(accumulator)`` (float32).
 
@@ -73,6 +123,7 @@ def _sgd_step(
     item_factors,
     i,
     gradient_scale,
+    norms,
     user_bias,
     item_bias,
     user_acc,
@@ -90,14 +141,15 @@ def _sgd_step(
     ``item_acc[i]``, float32, starting at 1) the step sizes are
     ``lr / sqrt(acc)`` from the accumulator as it was before this step, which
     then adds this step's mean squared gradient over the row's coordinates;
-    otherwise both are ``lr``.
+    otherwise both are ``lr``. ``norms`` is ``(p_u . q_i, |p_u|^2, |q_i|^2)``
+    of the old rows (:func:`_score_and_norms`), from which the squared
+    gradients follow without a sum in the update loop
+    (:func:`_squared_gradient_norm`); it is unused without accumulators.
 
     Taking the step size from the accumulator before this step (as LIBMF
-    does) lets one loop over the k coordinates both update the rows and sum
-    the squared gradients, and keeps the square root and the division off the
-    chain of dependent updates of a user's row: the AdaGrad epoch then runs at
-    nearly the speed of a constant step (the earlier form, which added the
-    gradient first, needed two loops and ran at 0.46-0.56 of it).
+    does) keeps the square root and the division off the chain of dependent
+    updates of a user's row (the earlier form, which added the gradient
+    first, needed two loops and ran at 0.46-0.56 of a constant step's speed).
     """
     k = user_factors.shape[1]
     lr_user = lr
@@ -107,6 +159,10 @@ def _sgd_step(
         lr_item = _adagrad_step_size(lr, item_acc[i])
     sq_user = np.float32(0.0)
     sq_item = np.float32(0.0)
+    if user_acc is not None:
+        dot, user_norm, item_norm = norms
+        sq_user = _squared_gradient_norm(gradient_scale, l2, dot, user_norm, item_norm)
+        sq_item = _squared_gradient_norm(gradient_scale, l2, dot, item_norm, user_norm)
     if user_bias is not None:
         b_user = user_bias[u]
         b_item = item_bias[i]
@@ -119,12 +175,8 @@ def _sgd_step(
     for f in range(k):
         p = user_factors[u, f]
         q = item_factors[i, f]
-        grad_user = gradient_scale * q - l2 * p
-        grad_item = gradient_scale * p - l2 * q
-        user_factors[u, f] = p + lr_user * grad_user
-        item_factors[i, f] = q + lr_item * grad_item
-        sq_user += grad_user * grad_user
-        sq_item += grad_item * grad_item
+        user_factors[u, f] = p + lr_user * (gradient_scale * q - l2 * p)
+        item_factors[i, f] = q + lr_item * (gradient_scale * p - l2 * q)
     if user_acc is not None:
         # A multiplication by the reciprocal: a division here would lengthen
         # the chain from one step of a row to the next.
@@ -195,17 +247,29 @@ _LINE = 16
 
 
 @inline_kernel
-def _entry_gradient(logistic, user_factors, u, item_factors, i, value, user_bias, item_bias):
-    """Return ``(g, term)`` of one entry: ``g`` is minus its data loss's derivative by the score.
+def _entry_gradient(
+    logistic, user_factors, u, item_factors, i, value, user_bias, item_bias, user_acc
+):
+    """Return ``(g, term, norms)`` of one entry; ``g`` is minus the loss's derivative by the score.
 
     Squared loss: ``g = value - s`` and ``term`` is the loss ``0.5 * g**2``;
     logistic loss (``value`` in {-1, +1}, margin ``m = value * s``): ``g =
     value * sigmoid(-m)`` and ``term`` is the likelihood ``sigmoid(m)``, whose
     minus log is the loss (see :func:`_add_term`). ``term`` is float64 and
     comes from the score the step uses: the pass sums each entry's loss
-    before its step, as LIBMF does.
+    before its step, as LIBMF does. ``norms`` is :func:`_score_and_norms`'s,
+    for :func:`_sgd_step` (zeros unless ``user_acc``).
     """
-    score = _score(user_factors, u, item_factors, i, user_bias, item_bias)
+    score, norms = _score_and_norms(
+        user_factors, u, item_factors, i, user_bias, item_bias, user_acc
+    )
+    gradient, term = _gradient_of_score(logistic, value, score)
+    return gradient, term, norms
+
+
+@inline_kernel
+def _gradient_of_score(logistic, value, score):
+    """Return :func:`_entry_gradient`'s ``(g, term)`` from the entry's ``value`` and ``score``."""
     if logistic:
         sigmoid, likelihood = _sigmoids(value * score)
         return value * sigmoid, max(likelihood, _LIKELIHOOD_FLOOR)
@@ -289,13 +353,15 @@ def _prefetch_row(factors, row):
 
 
 @kernel
-def _fresh_gradient(logistic, user_factors, u, item_factors, i, value, user_bias, item_bias):
-    """:func:`_entry_gradient`, compiled out of line for the grouped loop's rare recomputation.
+def _fresh_gradient(logistic, value, score):
+    """:func:`_gradient_of_score`, compiled out of line for the grouped loop's rare recomputation.
 
-    Inlining it there three more times made the logistic kernel take about
-    twice as long to compile, for a path that about 3% of groups take.
+    The sigmoid's exp and log, inlined there three more times, made the
+    logistic kernel take about twice as long to compile, for a path that
+    3-5% of groups take. The score and the norms are recomputed inline
+    (:func:`_group_step`).
     """
-    return _entry_gradient(logistic, user_factors, u, item_factors, i, value, user_bias, item_bias)
+    return _gradient_of_score(logistic, value, score)
 
 
 @inline_kernel
@@ -309,6 +375,7 @@ def _group_step(
     value,
     gradient,
     term,
+    norms,
     user_bias,
     item_bias,
     user_acc,
@@ -321,16 +388,22 @@ def _group_step(
     """Apply a grouped entry's step, recomputing its ``gradient`` first if it is ``stale``.
 
     Returns the entry's loss term (:func:`_entry_gradient`): ``term``, or the
-    recomputed one.
+    recomputed one. Out-of-line code here costs the hot path: computing the
+    score and the norms in an out-of-line function (or the whole step) made
+    the grouped epoch 2.6-3 times as slow, though only 3-5% of groups take
+    this branch. Inlined, the three recomputations of the score double the
+    kernel's compile time (4.5 s to 9.9 s per signature, k=32).
     """
     if stale:
-        fresh, term = _fresh_gradient(
-            logistic, user_factors, u, item_factors, i, value, user_bias, item_bias
+        score, norms = _score_and_norms(
+            user_factors, u, item_factors, i, user_bias, item_bias, user_acc
         )
+        fresh, term = _fresh_gradient(logistic, value, score)
         gradient = _weighted(fresh, weights, t)
     _sgd_step(
-        user_factors, u, item_factors, i, gradient, user_bias, item_bias, user_acc, item_acc, lr, l2
-    )
+        user_factors, u, item_factors, i, gradient, norms, user_bias, item_bias, user_acc,
+        item_acc, lr, l2,
+    )  # fmt: skip
     return term
 
 
@@ -364,8 +437,8 @@ def _sgd_one_at_a_time(
     for t in range(start, end):
         u = rows[t]
         i = cols[t]
-        gradient, term = _entry_gradient(
-            logistic, user_factors, u, item_factors, i, values[t], user_bias, item_bias
+        gradient, term, norms = _entry_gradient(
+            logistic, user_factors, u, item_factors, i, values[t], user_bias, item_bias, user_acc
         )
         gradient = _weighted(gradient, weights, t)
         total, product = _add_term(logistic, total, product, term, weights, t, t - block_start)
@@ -375,6 +448,7 @@ def _sgd_one_at_a_time(
             item_factors,
             i,
             gradient,
+            norms,
             user_bias,
             item_bias,
             user_acc,
@@ -436,17 +510,17 @@ def _sgd_grouped(
         u0, u1, u2, u3 = rows[idx], rows[idx + 1], rows[idx + 2], rows[idx + 3]
         i0, i1, i2, i3 = cols[idx], cols[idx + 1], cols[idx + 2], cols[idx + 3]
         y0, y1, y2, y3 = values[idx], values[idx + 1], values[idx + 2], values[idx + 3]
-        g0, term0 = _entry_gradient(
-            logistic, user_factors, u0, item_factors, i0, y0, user_bias, item_bias
+        g0, term0, norms0 = _entry_gradient(
+            logistic, user_factors, u0, item_factors, i0, y0, user_bias, item_bias, user_acc
         )
-        g1, term1 = _entry_gradient(
-            logistic, user_factors, u1, item_factors, i1, y1, user_bias, item_bias
+        g1, term1, norms1 = _entry_gradient(
+            logistic, user_factors, u1, item_factors, i1, y1, user_bias, item_bias, user_acc
         )
-        g2, term2 = _entry_gradient(
-            logistic, user_factors, u2, item_factors, i2, y2, user_bias, item_bias
+        g2, term2, norms2 = _entry_gradient(
+            logistic, user_factors, u2, item_factors, i2, y2, user_bias, item_bias, user_acc
         )
-        g3, term3 = _entry_gradient(
-            logistic, user_factors, u3, item_factors, i3, y3, user_bias, item_bias
+        g3, term3, norms3 = _entry_gradient(
+            logistic, user_factors, u3, item_factors, i3, y3, user_bias, item_bias, user_acc
         )
         g0 = _weighted(g0, weights, idx)
         g1 = _weighted(g1, weights, idx + 1)
@@ -459,20 +533,21 @@ def _sgd_grouped(
             (i0 == i1) | (i0 == i2) | (i0 == i3) | (i1 == i2) | (i1 == i3) | (i2 == i3)
         )
         _sgd_step(
-            user_factors, u0, item_factors, i0, g0, user_bias, item_bias, user_acc, item_acc, lr, l2
-        )
+            user_factors, u0, item_factors, i0, g0, norms0, user_bias, item_bias, user_acc,
+            item_acc, lr, l2,
+        )  # fmt: skip
         term1 = _group_step(
-            shared, logistic, user_factors, u1, item_factors, i1, y1, g1, term1,
+            shared, logistic, user_factors, u1, item_factors, i1, y1, g1, term1, norms1,
             user_bias, item_bias, user_acc, item_acc, lr, l2, weights, idx + 1,
         )  # fmt: skip
         total, product = _add_term(logistic, total, product, term1, weights, idx + 1, position + 1)
         term2 = _group_step(
-            shared, logistic, user_factors, u2, item_factors, i2, y2, g2, term2,
+            shared, logistic, user_factors, u2, item_factors, i2, y2, g2, term2, norms2,
             user_bias, item_bias, user_acc, item_acc, lr, l2, weights, idx + 2,
         )  # fmt: skip
         total, product = _add_term(logistic, total, product, term2, weights, idx + 2, position + 2)
         term3 = _group_step(
-            shared, logistic, user_factors, u3, item_factors, i3, y3, g3, term3,
+            shared, logistic, user_factors, u3, item_factors, i3, y3, g3, term3, norms3,
             user_bias, item_bias, user_acc, item_acc, lr, l2, weights, idx + 3,
         )  # fmt: skip
         total, product = _add_term(logistic, total, product, term3, weights, idx + 3, position + 3)
@@ -862,13 +937,16 @@ def _pointwise_step(user_factors, u, item_factors, i, label, weight, user_bias, 
     The loss is ``weight * log(1 + exp(-label * s))``; the step is
     :func:`_sgd_step` with ``g = label * weight * sigmoid(-label * s)``.
     """
-    margin = label * _score(user_factors, u, item_factors, i, user_bias, item_bias)
+    score, norms = _score_and_norms(
+        user_factors, u, item_factors, i, user_bias, item_bias, user_acc
+    )
+    margin = label * score
     loss = weight * np.float64(_softplus(-margin))
     if update:
         gradient = label * weight * _sigmoid_of_negative(margin)
         _sgd_step(
-            user_factors, u, item_factors, i, gradient, user_bias, item_bias, user_acc, item_acc,
-            lr, l2,
+            user_factors, u, item_factors, i, gradient, norms, user_bias, item_bias, user_acc,
+            item_acc, lr, l2,
         )  # fmt: skip
     return loss
 
@@ -1053,9 +1131,9 @@ def _data_loss(logistic, rows, cols, values, start, end, user_factors, item_fact
         if idx + _ITEM_PREFETCH_AHEAD < end:
             _prefetch_row(item_factors, cols[idx + _ITEM_PREFETCH_AHEAD])
         if not logistic:
-            _, term = _entry_gradient(
+            _, term, _ = _entry_gradient(
                 False, user_factors, rows[idx], item_factors, cols[idx], values[idx], user_bias,
-                item_bias,
+                item_bias, False,
             )  # fmt: skip
             total, product = _add_term(False, total, product, term, weights, idx, idx - start)
             continue

@@ -147,13 +147,14 @@ def one_at_a_time(
     """
     total = 0.0
     for t in range(rows.shape[0]):
-        gradient, term = _kernels._entry_gradient(
-            logistic, P, rows[t], Q, cols[t], values[t], user_bias, item_bias
+        gradient, term, norms = _kernels._entry_gradient(
+            logistic, P, rows[t], Q, cols[t], values[t], user_bias, item_bias, user_acc
         )
         total += -np.log(term) if logistic else term
         _kernels._sgd_step(
-            P, rows[t], Q, cols[t], gradient, user_bias, item_bias, user_acc, item_acc, lr, l2
-        )
+            P, rows[t], Q, cols[t], gradient, norms, user_bias, item_bias, user_acc, item_acc,
+            lr, l2,
+        )  # fmt: skip
     return total
 
 
@@ -412,3 +413,22 @@ def test_running_logistic_loss_is_exact_at_extreme_margins():
         )  # fmt: skip
         want = min(np.logaddexp(0.0, -margin), 126 * np.log(2.0))
         assert got == pytest.approx(want, rel=1e-6), margin
+
+
+def test_adagrad_norms_from_the_score_loop_equal_the_direct_sum():
+    # _sgd_step gets |g q - l2 p|^2 from p.q, |p|^2 and |q|^2 instead of summing it.
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        p = rng.standard_normal(32).astype(np.float32)
+        q = rng.standard_normal(32).astype(np.float32)
+        g, l2 = np.float32(rng.standard_normal()), np.float32(0.05)
+        dot, p_norm, q_norm = _kernels._dot_and_norms(p[None], 0, q[None], 0)
+        got = _kernels._squared_gradient_norm(g, l2, dot, p_norm, q_norm)
+        direct = np.sum((g * q.astype(float) - l2 * p.astype(float)) ** 2)
+        assert got == pytest.approx(direct, rel=1e-5)
+    # Complete cancellation (g q == l2 p): rounding must not make the norm negative.
+    p = rng.standard_normal(32).astype(np.float32)
+    q = (np.float32(0.05) * p / np.float32(0.3)).astype(np.float32)
+    dot, p_norm, q_norm = _kernels._dot_and_norms(p[None], 0, q[None], 0)
+    got = _kernels._squared_gradient_norm(np.float32(0.3), np.float32(0.05), dot, p_norm, q_norm)
+    assert 0.0 <= got <= 1e-6 * (0.3**2 * q_norm + 0.05**2 * p_norm)
