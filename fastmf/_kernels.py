@@ -72,10 +72,10 @@ def _dot_and_norms(user_factors, u, item_factors, i):
 def _score_and_norms(user_factors, u, item_factors, i, user_bias, item_bias, user_acc):
     """Return ``(score, norms)`` of one entry; ``norms`` is what AdaGrad's step needs.
 
-    With ``user_acc`` (AdaGrad: ``user_acc is not None``, a constant the
-    compiler folds) ``norms`` is :func:`_dot_and_norms` of the rows, taken in
-    the loop that computes the score; without, it is zeros and the score is
-    :func:`_score`'s, so the constant-step kernels compile the code they did
+    With accumulators (``user_acc`` not None, a compile-time fact) ``norms``
+    is :func:`_dot_and_norms` of the rows, taken in the loop that computes
+    the score; with ``user_acc=None`` it is zeros and the score is
+    :func:`_score`'s, so the constant-step kernels compute what they did
     before.
     """
     if user_acc is not None:
@@ -391,8 +391,8 @@ def _group_step(
     recomputed one. Out-of-line code here costs the hot path: computing the
     score and the norms in an out-of-line function (or the whole step) made
     the grouped epoch 2.6-3 times as slow, though only 3-5% of groups take
-    this branch. Inlined, the three recomputations of the score double the
-    kernel's compile time (4.5 s to 9.9 s per signature, k=32).
+    this branch. The kernel now takes about twice as long to compile (about
+    5 s more per signature at k=32; see bench/README.md, session 13).
     """
     if stale:
         score, norms = _score_and_norms(
@@ -1133,7 +1133,7 @@ def _data_loss(logistic, rows, cols, values, start, end, user_factors, item_fact
         if not logistic:
             _, term, _ = _entry_gradient(
                 False, user_factors, rows[idx], item_factors, cols[idx], values[idx], user_bias,
-                item_bias, False,
+                item_bias, None,
             )  # fmt: skip
             total, product = _add_term(False, total, product, term, weights, idx, idx - start)
             continue
