@@ -24,7 +24,7 @@ def scattered(rows, cols, values, shape, grid, seed):
     rng = np.random.default_rng(seed)
     user_new, item_new = rng.permutation(shape[0]), rng.permutation(shape[1])
     coo = check_coo((rows, cols, values), shape, duplicates="sum")
-    return _blocks._scatter(coo, user_new, item_new, grid), (user_new, item_new, coo)
+    return _blocks._scatter(coo, user_new, item_new, grid)[:4], (user_new, item_new, coo)
 
 
 def kept_entries(arrays, offsets, results):
@@ -67,7 +67,7 @@ def test_numpy_block_sort_equals_the_serial_and_parallel_kernels(
             kernel = (
                 _blocks._canonicalize_serial if how == "serial" else _blocks._canonicalize_parallel
             )
-            kernel(*arrays, offsets, seeds, policy, ways, shuffle, results)
+            kernel(*arrays, offsets, 1, seeds, policy, ways, shuffle, results)
         outcomes.append((results, kept_entries(arrays, offsets, results)))
     reference_results, reference = outcomes[1]
     assert reference_results[:, 1].sum() == repeats
@@ -164,7 +164,7 @@ def test_long_user_runs_sort_as_the_numpy_twin(duplicates, shuffle):
     twin_results = _layout_numpy.canonicalize_blocks(*twin, offsets, seeds, policy, 2, shuffle)
     kernel = [block_rows.copy(), block_cols.copy(), block_values.copy()]
     results = np.zeros((1, 4), dtype=np.int64)
-    _blocks._canonicalize_serial(*kernel, offsets, seeds, policy, 2, shuffle, results)
+    _blocks._canonicalize_serial(*kernel, offsets, 1, seeds, policy, 2, shuffle, results)
     np.testing.assert_array_equal(results, twin_results)
     assert results[0, 1] == 25
     for a, b in zip(kept_entries(kernel, offsets, results), kept_entries(twin, offsets, results)):
@@ -186,4 +186,51 @@ def test_parallel_scatter_equals_the_serial_one():
             pytest.skip("needs two of numba's threads")
         parallel = _blocks._scatter(coo, user_new, item_new, 3, parallel=True)
     for a, b in zip(parallel, serial):
+        np.testing.assert_array_equal(a, b)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    m=st.integers(1, 80),
+    n=st.integers(1, 40),
+    grid=st.integers(1, 4),
+    cut_ratings=st.integers(1, 40),
+    duplicates=st.sampled_from(["raise", "sum", "last"]),
+    repeats=st.integers(0, 30),
+    shuffle=st.booleans(),
+    parallel=st.booleans(),
+)
+def test_cutting_blocks_into_user_ranges_gives_the_same_layout(
+    seed, m, n, grid, cut_ratings, duplicates, repeats, shuffle, parallel
+):
+    # The scatter cuts each block into ranges of ascending users so that the
+    # block sort stays in cache; the sort then runs range by range with one
+    # shuffle generator per block, which must give the bits of sorting the
+    # whole block at once.
+    rows, cols, values = with_duplicates(seed, m, n, min(m * n, 400), repeats)
+    coo = check_coo((rows, cols, values), (m, n), duplicates="sum")
+    rng = np.random.default_rng(seed)
+    user_new, item_new = rng.permutation(m), rng.permutation(n)
+    cut = _blocks._scatter(coo, user_new, item_new, grid, cut_ratings=cut_ratings)
+    whole = _blocks._scatter(coo, user_new, item_new, grid, cut_ratings=10**9)
+    block_rows, block_cols, block_values, offsets, sub_offsets = cut
+    assert whole[4].shape[0] == grid * grid + 1
+    np.testing.assert_array_equal(sub_offsets[:: (sub_offsets.shape[0] - 1) // grid**2], offsets)
+    for a, b in zip(cut[:4], whole[:4]):  # cutting only regroups entries within a block
+        np.testing.assert_array_equal(np.sort(a), np.sort(b))
+    seeds = np.random.default_rng(seed).integers(0, 2**62, size=grid * grid)
+    policy = _blocks.duplicates_code(duplicates)
+    kernel = _blocks._canonicalize_parallel if parallel else _blocks._canonicalize_serial
+    outcomes = []
+    for arrays, bounds in (
+        ([block_rows.copy(), block_cols.copy(), block_values.copy()], sub_offsets),
+        ([whole[0].copy(), whole[1].copy(), whole[2].copy()], whole[4]),
+    ):
+        results = np.zeros((grid * grid, 4), dtype=np.int64)
+        cuts = (bounds.shape[0] - 1) // (grid * grid)
+        kernel(*arrays, bounds, cuts, seeds, policy, 2, shuffle, results)
+        outcomes.append((results, kept_entries(arrays, offsets, results)))
+    np.testing.assert_array_equal(outcomes[0][0], outcomes[1][0])
+    for a, b in zip(outcomes[0][1], outcomes[1][1]):
         np.testing.assert_array_equal(a, b)
