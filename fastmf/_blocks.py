@@ -214,9 +214,7 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=2, shuffle=
             index_dtype(coo.shape),
         )
     else:
-        rows, cols, values, offsets, sub_offsets = _scatter(
-            coo, user_new, item_new, grid, parallel
-        )
+        rows, cols, values, offsets, sub_offsets = _scatter(coo, user_new, item_new, grid, parallel)
     results = canonicalize_blocks(
         rows, cols, values, offsets, seeds, duplicates, ways, parallel=parallel, shuffle=shuffle,
         sub_offsets=sub_offsets,
