@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _driver, _kernels, _losses
 from ._backend import LocalBackend
-from ._blocks import choose_grid, inverse_permutation
+from ._blocks import choose_grid, inverse_permutation, relabeled_by_user
 from ._jit import numba_threads, resolve_threads
 from ._persistence import register_model_class, save_model
 from ._recommend import RecommenderMixin
@@ -408,9 +408,14 @@ class MatrixFactorization(RecommenderMixin):
                 validation = _ranking_validation(val, layout)
             elif val is not None:  # in internal ids, on the centred scale
                 validation = _driver.Validation(
-                    inverse_permutation(layout.user_perm)[val.rows],
-                    inverse_permutation(layout.item_perm)[val.cols],
-                    val.values - np.float32(global_mean),
+                    *relabeled_by_user(
+                        val.rows,
+                        val.cols,
+                        val.values,
+                        inverse_permutation(layout.user_perm),
+                        inverse_permutation(layout.item_perm),
+                        global_mean,
+                    ),
                     loss,
                     parallel=threads > 1,
                 )

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from . import _checkpoint, _kernels
-from ._blocks import epoch_schedule, index_dtype, stable_order
+from ._blocks import epoch_schedule
 from ._ranking import best_items
 from .exceptions import DivergenceError
 
@@ -27,8 +27,10 @@ class Validation:
 
     Parameters
     ----------
-    rows, cols : ndarray of int64
-        Kept in the layout's id type (:func:`fastmf._blocks.index_dtype`).
+    rows, cols : ndarray of int32 or int64
+        Internal ids, sorted by user (:func:`fastmf._blocks.relabeled_by_user`),
+        in the layout's id type (:func:`fastmf._blocks.index_dtype`): the pass
+        after every epoch then reads half as many bytes of ids.
     values : ndarray of float32
         Already centred like the training values.
     loss : fastmf._losses.Loss
@@ -40,13 +42,7 @@ class Validation:
     CHUNK = 2**16
 
     def __init__(self, rows, cols, values, loss, parallel=False):
-        largest = (int(rows.max()) + 1, int(cols.max()) + 1) if rows.size else (0, 0)
-        order = stable_order(rows, largest[0])
-        # In the layout's id type (int32 unless a dimension needs int64): the
-        # pass after every epoch then reads half as many bytes of ids.
-        dtype = index_dtype(largest)
-        self.rows, self.cols = rows[order].astype(dtype), cols[order].astype(dtype)
-        self.values = values[order]
+        self.rows, self.cols, self.values = rows, cols, values
         self.loss = loss
         count = rows.shape[0]
         self.offsets = np.append(np.arange(0, count, self.CHUNK), count).astype(np.int64)

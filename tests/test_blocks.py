@@ -399,12 +399,22 @@ def test_small_fits_run_serially_with_the_quick_to_compile_kernels(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
-def test_stable_order_is_a_stable_argsort(dtype):
-    # Above the small-data threshold the counting sort runs; below it numpy's
-    # argsort. Both must give the stable argsort's permutation exactly.
+def test_held_out_entries_are_relabeled_and_stably_sorted_by_user(dtype):
+    # Above the small-data threshold a counting-sort kernel runs, below it
+    # numpy; both must give the stable argsort's order of the relabeled ids.
     rng = np.random.default_rng(1)
+    m, n = 997, 301
+    user_new, item_new = rng.permutation(m), rng.permutation(n)
     for size in (50, 150_000):
-        keys = rng.integers(0, 997, size).astype(dtype)
-        np.testing.assert_array_equal(
-            _blocks.stable_order(keys, 997), np.argsort(keys, kind="stable")
+        rows = rng.integers(0, m, size).astype(dtype)
+        cols = rng.integers(0, n, size).astype(dtype)
+        values = rng.normal(size=size).astype(np.float32)
+        out_rows, out_cols, out_values = _blocks.relabeled_by_user(
+            rows, cols, values, user_new, item_new, 0.25
         )
+        order = np.argsort(user_new[rows], kind="stable")
+        np.testing.assert_array_equal(out_rows, user_new[rows][order])
+        np.testing.assert_array_equal(out_cols, item_new[cols][order])
+        np.testing.assert_array_equal(out_values, values[order] - np.float32(0.25))
+        assert out_rows.dtype == out_cols.dtype == np.int32
+        assert out_values.dtype == np.float32
