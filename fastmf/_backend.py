@@ -60,14 +60,18 @@ class LocalBackend:
         self._sgd_epoch = _kernels.sgd_epoch_parallel if parallel else _kernels.sgd_epoch_serial
         self._objective = _kernels.objective_parallel if parallel else _kernels.objective_serial
         self._block_loss = np.zeros(layout.grid**2, dtype=np.float64)
-        self._user_bounds = stripe_bounds(state.user_factors.shape[0], layout.grid)
-        self._item_bounds = stripe_bounds(state.item_factors.shape[0], layout.grid)
+        self._user_bounds, self._item_bounds = (
+            np.asarray(stripe_bounds(factors.shape[0], layout.grid), dtype=np.int64)
+            for factors in (state.user_factors, state.item_factors)
+        )
+        # The penalty's stripes on numba's threads (same bits as one by one).
+        self._parallel = parallel
+        self._stripe_norms = np.zeros(layout.grid, dtype=np.float64)
         self.sampling = sampling if loss.sampled else None
         if self.sampling is not None:
             self._sampled_epoch = (
                 _kernels.sampled_epoch_parallel if parallel else _kernels.sampled_epoch_serial
             )
-            self._item_bounds_array = np.asarray(self._item_bounds, dtype=np.int64)
 
     def _data(self):
         layout = self.layout
@@ -80,7 +84,7 @@ class LocalBackend:
                 self.kernels,
                 *self._data(),
                 schedule,
-                self._item_bounds_array,
+                self._item_bounds,
                 epoch_streams(self.layout.seeds, number),
                 *self.state.arrays(),
                 lr,
@@ -119,6 +123,11 @@ class LocalBackend:
             if factors is None:
                 continue
             matrix = factors if factors.ndim == 2 else factors[:, None]
+            if self._parallel:
+                _kernels.stripe_squared_norms(matrix, counts, bounds, self._stripe_norms)
+                for stripe_norm in self._stripe_norms:
+                    penalty += float(stripe_norm)
+                continue
             for lo, hi in zip(bounds[:-1], bounds[1:]):
                 penalty += _kernels.weighted_squared_norms(matrix[lo:hi], counts[lo:hi])
         # The penalty reads every parameter: it is finite exactly when they all

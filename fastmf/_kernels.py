@@ -1256,6 +1256,20 @@ def weighted_squared_norms(factors, counts):
     return total
 
 
+@parallel_kernel
+def stripe_squared_norms(factors, counts, bounds, out):
+    """``out[s] = weighted_squared_norms`` of rows ``bounds[s]:bounds[s + 1]``, stripes in parallel.
+
+    ``bounds``: int64, shape (n_stripes + 1,); ``out``: float64, (n_stripes,).
+    Each stripe's sum is the serial one, so adding ``out`` in order gives the
+    same bits for any thread count (and as a cluster's stripes).
+    """
+    for stripe in numba.prange(bounds.shape[0] - 1):
+        lo = bounds[stripe]
+        hi = bounds[stripe + 1]
+        out[stripe] = weighted_squared_norms(factors[lo:hi], counts[lo:hi])
+
+
 # ---------------------------------------------------------------- prediction
 @kernel
 def predict_coo(rows, cols, user_factors, item_factors, out):
