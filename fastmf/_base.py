@@ -281,8 +281,9 @@ class MatrixFactorization(RecommenderMixin):
         check_factor_memory(data.shape, params["k"])
         rng = check_random_state(params["random_state"])
         m, n = data.shape
-        user_factors = normal_factors(rng, m, params["k"], params["init_scale"])
-        item_factors = normal_factors(rng, n, params["k"], params["init_scale"])
+        threads = resolve_threads(params["n_threads"])
+        user_factors = normal_factors(rng, m, params["k"], params["init_scale"], threads)
+        item_factors = normal_factors(rng, n, params["k"], params["init_scale"], threads)
         self._train(
             data,
             duplicates,
@@ -290,6 +291,7 @@ class MatrixFactorization(RecommenderMixin):
             rng,
             params,
             backend,
+            drawn=True,
             val=val,
             weights=weights,
             callback=callback,
@@ -348,12 +350,13 @@ class MatrixFactorization(RecommenderMixin):
 
     def _train(
         self, data, duplicates, factors, rng, params, backend, val=None, warm=None, weights=None,
-        **run,
+        drawn=False, **run,
     ):  # fmt: skip
         """Arrange the data in blocks, train on ``backend``, and commit the fitted state.
 
         ``factors``, the user and item factors (float32, C-contiguous, original
-        id order), are taken over: training reorders and updates them in place.
+        id order), are taken over: training reorders and updates them in place
+        (``drawn``: i.i.d. random rows, used as they are in the internal order).
         ``warm`` (partial_fit) holds the global mean, biases and seen items
         that a warm start keeps; ``weights`` (float32, one per entry of
         ``data``) are sample weights; ``run`` (``callback``, ``checkpoint``,
@@ -402,6 +405,7 @@ class MatrixFactorization(RecommenderMixin):
                 biases=params["biases"],
                 adagrad=params["learning_rate"] == "adagrad",
                 warm_biases=None if warm is None else (warm["user_bias"], warm["item_bias"]),
+                drawn=drawn,
             )
             validation = None
             if val is not None and loss.sampled:

@@ -6,6 +6,7 @@ A :class:`TrainingState` holds the arrays a fit updates, in the layout's
 internal order while training, and knows how to move between the two orders.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,15 +32,39 @@ def is_aligned(array):
     return array.ctypes.data % CACHE_LINE == 0
 
 
-def normal_factors(rng, n_rows, k, init_scale):
+# Factor rows drawn per generator. Each chunk of rows has its own generator,
+# seeded from the fit's ``rng``, so chunks can be drawn on threads (numpy
+# releases the GIL while it fills an array) with the same bits for any thread
+# count. 200k x 32 factors: 28-30 ms on two threads against 57 ms on one.
+NORMAL_CHUNK_ROWS = 16384
+
+
+def normal_factors(rng, n_rows, k, init_scale, n_threads=1):
     """Draw ``n_rows`` factor rows from N(0, init_scale**2 / k), float32, C-contiguous.
 
-    The rows start on a cache line (:func:`aligned_empty`); the values are
-    those of ``rng.standard_normal((n_rows, k), dtype=np.float32)``.
+    The rows start on a cache line (:func:`aligned_empty`). Rows
+    ``c * NORMAL_CHUNK_ROWS`` onwards are ``standard_normal`` draws of a
+    PCG64 generator seeded with the ``c``-th of the integers drawn from
+    ``rng`` first (one per chunk); ``n_threads`` chunks are drawn at a time,
+    which changes no bit.
     """
     factors = aligned_empty((n_rows, k))
-    rng.standard_normal(dtype=np.float32, out=factors)
-    factors *= np.float32(float(init_scale) / float(np.sqrt(k)))
+    starts = range(0, n_rows, NORMAL_CHUNK_ROWS)
+    seeds = rng.integers(0, np.iinfo(np.int64).max, size=len(starts), dtype=np.int64)
+    scale = np.float32(float(init_scale) / float(np.sqrt(k)))
+
+    def draw(chunk):
+        rows = factors[starts[chunk] : starts[chunk] + NORMAL_CHUNK_ROWS]
+        generator = np.random.Generator(np.random.PCG64(int(seeds[chunk])))
+        generator.standard_normal(dtype=np.float32, out=rows)
+        rows *= scale
+
+    if n_threads > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(max_workers=min(n_threads, len(starts))) as pool:
+            list(pool.map(draw, range(len(starts))))
+    else:
+        for chunk in range(len(starts)):
+            draw(chunk)
     return factors
 
 
@@ -84,10 +109,14 @@ class TrainingState:
     NAMES = (*PARAMETERS, "user_acc", "item_acc")
 
     @classmethod
-    def start(cls, layout, user_factors, item_factors, biases, adagrad, warm_biases=None):
+    def start(
+        cls, layout, user_factors, item_factors, biases, adagrad, warm_biases=None, drawn=False
+    ):
         """Build the state of a fit on ``layout`` from factors in original order (taken over).
 
-        The factor rows are reordered in place into the layout's internal order.
+        The factor rows are reordered in place into the layout's internal order,
+        unless they were ``drawn`` at random for this fit: i.i.d. rows are as
+        random in either order, so internal row ``r`` simply keeps drawn row ``r``.
         Biases start at 0 (or at ``warm_biases``, in original order, for a warm
         start); AdaGrad accumulators start at 1, as in LIBMF, so that the first
         steps are at most ``lr``. Factors that do not start on a cache line
@@ -97,8 +126,9 @@ class TrainingState:
             factors if is_aligned(factors) else _aligned_copy(factors)
             for factors in (user_factors, item_factors)
         )
-        permute_rows(user_factors, layout.user_perm)
-        permute_rows(item_factors, layout.item_perm)
+        if not drawn:
+            permute_rows(user_factors, layout.user_perm)
+            permute_rows(item_factors, layout.item_perm)
         state = cls(user_factors, item_factors)
         m, n = user_factors.shape[0], item_factors.shape[0]
         if biases:

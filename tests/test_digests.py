@@ -6,7 +6,9 @@ which changed results on purpose: AdaGrad takes its step size from the
 accumulator before the step (LIBMF's order), and ``loss_curve_`` (hence
 ``tol`` stopping) is by default the loss summed during each pass; its AdaGrad
 digests again when the squared-gradient norms moved into the score's loop (an
-algebraically equal step, other last bits). A refactor
+algebraically equal step, other last bits), and all of them when fit began
+to draw its initial factors in chunks with generators of their own, used in
+the layout's internal order (no reordering at the start). A refactor
 of the orchestration must not change a single bit of any fit. Each configuration is
 fitted locally on 1 and on 2 threads (with the small-fit and the large-fit
 kernels), on a Dask cluster, and interrupted by a checkpoint then resumed;

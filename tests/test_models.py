@@ -312,6 +312,25 @@ def test_lr_none_picks_the_schedules_default_by_k():
     assert lr(RealValueMF, learning_rate="adagrad", lr=0.3) == 0.3
 
 
+def test_initial_factors_are_the_same_bits_on_any_thread_count():
+    # Chunks of rows have generators of their own, so drawing them on threads
+    # changes nothing; each chunk is a standard normal draw, scaled.
+    from fastmf._state import NORMAL_CHUNK_ROWS, normal_factors
+
+    n_rows = 2 * NORMAL_CHUNK_ROWS + 5
+    drawn = [
+        normal_factors(np.random.default_rng(7), n_rows, 4, 0.2, threads) for threads in (1, 2, 3)
+    ]
+    for other in drawn[1:]:
+        np.testing.assert_array_equal(other, drawn[0])
+    seeds = np.random.default_rng(7).integers(0, 2**63 - 1, size=3, dtype=np.int64)
+    last = np.random.Generator(np.random.PCG64(int(seeds[2]))).standard_normal((5, 4), np.float32)
+    np.testing.assert_array_equal(drawn[0][-5:], last * np.float32(0.2 / 2.0))
+    assert abs(drawn[0].std() - 0.1) < 0.002 and abs(drawn[0].mean()) < 0.002
+    # Chunks are independent streams, not one stream repeated.
+    assert not np.array_equal(drawn[0][:5], drawn[0][NORMAL_CHUNK_ROWS : NORMAL_CHUNK_ROWS + 5])
+
+
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_trained_factors_start_on_a_cache_line(n_threads):
     # Rows that start on cache lines make the epochs faster (fastmf._state);
@@ -319,7 +338,10 @@ def test_trained_factors_start_on_a_cache_line(n_threads):
     from fastmf._state import normal_factors
 
     drawn = normal_factors(np.random.default_rng(3), 1001, 7, 0.1)
-    expected = np.random.default_rng(3).standard_normal((1001, 7), dtype=np.float32)
+    seed = np.random.default_rng(3).integers(0, 2**63 - 1, size=1, dtype=np.int64)[0]
+    expected = np.random.Generator(np.random.PCG64(int(seed))).standard_normal(
+        (1001, 7), dtype=np.float32
+    )
     np.testing.assert_array_equal(drawn, expected * np.float32(0.1 / np.sqrt(7)))
     rows, cols, values, shape = random_coo(2)
     model = RealValueMF(k=5, n_epochs=2, tol=None, random_state=0, n_threads=n_threads)
