@@ -161,8 +161,12 @@ def planted(seed, n_users=300, n_items=200, groups=5, per_user=12, noise=0.1):
 @pytest.mark.parametrize("loss", ["logistic", "bpr"])
 def test_learns_the_planted_groups_far_better_than_popularity(loss):
     train, test, shape = planted(0)
-    model = ImplicitMF(k=8, loss=loss, random_state=0).fit(train, shape=shape)
-    learned = precision_at_k(model, test, k=10)
+    # Three seeds: one fit's precision varies by about +-0.006 with the seed.
+    learned = [
+        precision_at_k(ImplicitMF(k=8, loss=loss, random_state=seed).fit(train, shape=shape),
+                       test, k=10)
+        for seed in range(3)
+    ]  # fmt: skip
     # Popularity: the most interacted items overall.
     counts = np.bincount(train[1], minlength=shape[1]).astype(float)
     hits = []
@@ -173,8 +177,8 @@ def test_learns_the_planted_groups_far_better_than_popularity(loss):
         hits.append(np.isin(top, test[1][test[0] == u]).sum() / 10)
     # Knowing each user's group exactly gives about 0.08 here (2.4 held-out
     # items among the ~30 unseen items of the group).
-    assert learned > 3 * np.mean(hits)
-    assert learned > 0.065
+    assert min(learned) > 3 * np.mean(hits)
+    assert np.mean(learned) > 0.065
 
 
 @pytest.mark.parametrize("loss", ["logistic", "bpr"])
