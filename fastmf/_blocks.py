@@ -245,8 +245,7 @@ def arrange(coo, grid, rng, duplicates="raise", parallel=False, ways=2, shuffle=
         grid,
         user_perm,
         item_perm,
-        count_ids(rows, m),
-        count_ids(cols, n),
+        *count_both_ids(rows, cols, offsets, grid, (m, n), parallel),
         seeds,
     )
 
@@ -293,6 +292,37 @@ def _scatter(coo, user_new, item_new, grid, parallel=False, cut_ratings=None):
         user_offset, item_stripe, bounds, cursor, rows, cols, values,
     )  # fmt: skip
     return rows, cols, values, np.ascontiguousarray(sub_offsets[::cuts]), sub_offsets
+
+
+def count_both_ids(rows, cols, offsets, grid, shape, parallel=False):
+    """Return ``(user_counts, item_counts)`` of a layout in block order, as float64.
+
+    ``parallel``: by stripes on numba's threads. User stripe ``bu`` is one
+    range of the storage and item stripe ``bi`` the blocks ``(bu, bi)``; each
+    touches only its own ids, so no two threads count the same id (exact
+    integer counts, the same bits).
+    """
+    if not parallel or rows.shape[0] < _layout_numpy.SMALL_LAYOUT_RATINGS:
+        return count_ids(rows, shape[0]), count_ids(cols, shape[1])
+    user_counts = np.zeros(shape[0], dtype=np.float64)
+    item_counts = np.zeros(shape[1], dtype=np.float64)
+    _count_by_stripe(rows, cols, offsets, grid, user_counts, item_counts)
+    return user_counts, item_counts
+
+
+@parallel_kernel
+def _count_by_stripe(rows, cols, offsets, grid, user_counts, item_counts):
+    """Kernel of :func:`count_both_ids`: task ``t < grid`` counts user stripe ``t``, else items."""
+    for task in numba.prange(2 * grid):
+        if task < grid:
+            for idx in range(offsets[task * grid], offsets[(task + 1) * grid]):
+                user_counts[rows[idx]] += 1.0
+        else:
+            stripe = task - grid
+            for bu in range(grid):
+                block = bu * grid + stripe
+                for idx in range(offsets[block], offsets[block + 1]):
+                    item_counts[cols[idx]] += 1.0
 
 
 def count_ids(ids, size):

@@ -418,3 +418,16 @@ def test_held_out_entries_are_relabeled_and_stably_sorted_by_user(dtype):
         np.testing.assert_array_equal(out_values, values[order] - np.float32(0.25))
         assert out_rows.dtype == out_cols.dtype == np.int32
         assert out_values.dtype == np.float32
+
+
+def test_parallel_id_counts_by_stripe_equal_bincount():
+    # Above the small-layout threshold the counts run stripe by stripe on
+    # numba's threads; each stripe owns its ids, so they must be exact.
+    rows, cols, values, shape = random_coo(4, m=700, n=500, nnz=150_000)
+    coo = check_coo((rows, cols, values), shape)
+    layout = _blocks.arrange(coo, 5, np.random.default_rng(4), parallel=True)
+    np.testing.assert_array_equal(layout.user_counts, np.bincount(layout.rows, minlength=700))
+    np.testing.assert_array_equal(layout.item_counts, np.bincount(layout.cols, minlength=500))
+    serial = _blocks.arrange(coo, 5, np.random.default_rng(4), parallel=False)
+    np.testing.assert_array_equal(serial.user_counts, layout.user_counts)
+    np.testing.assert_array_equal(serial.item_counts, layout.item_counts)
