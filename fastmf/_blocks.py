@@ -43,16 +43,16 @@ ITEM_STRIPE_BUDGET_BYTES = 2 * 1024 * 1024
 MIN_GRID = 8
 # ...but a block must have enough ratings to amortize its start-up.
 MIN_RATINGS_PER_BLOCK = 2048
-# The layout stores each block as ``ways`` parts taken in turn (the loss's
-# ``interleave``, see fastmf._losses), so that consecutive entries rarely share
-# a user or an item and the CPU overlaps independent update chains. Any value
-# gives the same results for a given layout; only the speed differs.
 # A block's sort runs over ranges of its users of about this many ratings
 # (at most MAX_CANONICAL_CUTS per block): their scratch arrays then fit in
 # L2. Same bits for any cut; 9M ratings in 64 blocks, cut in 16-64:
 # 1.2-1.25 times the speed of sorting whole blocks, 1 and 2 threads.
 CANONICAL_CUT_RATINGS = 8192
 MAX_CANONICAL_CUTS = 64
+# The layout stores each block as ``ways`` parts taken in turn (the loss's
+# ``interleave``, see fastmf._losses), so that consecutive entries rarely share
+# a user or an item and the CPU overlaps independent update chains. Any value
+# gives the same results for a given layout; only the speed differs.
 _DUPLICATE_CODES = {"raise": 0, "sum": 1, "last": 2}
 
 
@@ -265,8 +265,8 @@ def _scatter(coo, user_new, item_new, grid, parallel=False, cut_ratings=None):
     m, n = coo.shape
     n_blocks = grid * grid
     cut_ratings = cut_ratings or CANONICAL_CUT_RATINGS
-    cuts = int(min(max(1, coo.nnz // (n_blocks * cut_ratings)), MAX_CANONICAL_CUTS))
-    cuts = max(1, min(cuts, m // grid))
+    # Cuts beyond one user per range would only add empty ranges.
+    cuts = max(1, min(coo.nnz // (n_blocks * cut_ratings), MAX_CANONICAL_CUTS, m // grid))
     # Each id's range key, looked up per rating (range bu * grid + bi, cut s:
     # (bu * grid + bi) * cuts + s): an int64 division per rating (two per
     # pass) was most of these passes' time.
