@@ -98,3 +98,43 @@ def test_recommend_and_similar_items_against_implicit(served, threads, benchmark
                 )
             print(line)
         benchmark.pedantic(lambda: model.recommend(users, n=10), rounds=1, iterations=1)
+
+
+def test_thread_scaling(served, benchmark):
+    """``recommend`` and ``similar_items`` on 2 threads against 1, side by side (target >= 1.7).
+
+    The two thread counts alternate within each round (this machine is
+    noisy, and runs of separate tests drift apart); the printed scaling is
+    the 1-thread time over the 2-thread time of each round, then the median.
+    """
+    from threadpoolctl import threadpool_limits
+
+    model, _ = served
+    users = np.arange(QUERY_USERS)
+    items = np.arange(N_ITEMS)
+    calls = {
+        "recommend": lambda: model.recommend(users, n=10),
+        "similar_items": lambda: model.similar_items(items, n=10),
+    }
+    seconds = {(name, threads): [] for name in calls for threads in (1, 2)}
+    for threads in (1, 2):  # compile and warm up outside the timings
+        model.set_params(n_threads=threads)
+        with threadpool_limits(threads, "blas"):
+            model.recommend(users[:5000], n=10)
+            calls["similar_items"]()
+    for round_ in range(max(ROUNDS, 3)):
+        for threads in (1, 2) if round_ % 2 == 0 else (2, 1):
+            model.set_params(n_threads=threads)
+            with threadpool_limits(threads, "blas"):
+                for name, call in calls.items():
+                    start = time.perf_counter()
+                    call()
+                    seconds[name, threads].append(time.perf_counter() - start)
+    print("\nthread scaling, 1 -> 2 threads (1-thread time / 2-thread time, per round):")
+    for name in calls:
+        scaling = np.array(seconds[name, 1]) / np.array(seconds[name, 2])
+        benchmark.extra_info[f"{name}_scaling"] = float(np.median(scaling))
+        print(f"  {name}: {np.round(scaling, 2).tolist()}, median {np.median(scaling):.2f} "
+              "(target 1.7)")  # fmt: skip
+    model.set_params(n_threads=2)
+    benchmark.pedantic(calls["recommend"], rounds=1, iterations=1)
