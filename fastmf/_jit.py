@@ -164,6 +164,127 @@ def opaque(typingctx, value):
     return types.float32(types.float32), codegen
 
 
+# Floats per vector in :func:`row_dot_and_norms` (an AVX register). LLVM splits
+# wider vectors than a target has (SSE, NEON), so any CPU runs the same IR.
+_VECTOR_WIDTH = 8
+
+
+def _row_start(context, builder, array_type, array, row, row_type):
+    """Return a pointer to ``array[row, 0]`` (a C-contiguous 2-D array) and the row length."""
+    data = context.make_array(array_type)(context, builder, array)
+    index = [context.cast(builder, row, row_type, types.intp), context.get_constant(types.intp, 0)]
+    pointer = cgutils.get_item_pointer(context, builder, array_type, data, index)
+    return pointer, builder.extract_value(data.shape, 1)
+
+
+def _load_vector(builder, pointer, offset):
+    vector = ir.VectorType(ir.FloatType(), _VECTOR_WIDTH)
+    address = builder.bitcast(builder.gep(pointer, [offset]), vector.as_pointer())
+    return builder.load(address, align=4)
+
+
+def _shuffle(builder, first, second, lanes):
+    int32 = ir.IntType(32)
+    return builder.shuffle_vector(
+        first, second, ir.Constant(ir.VectorType(int32, len(lanes)), lanes)
+    )
+
+
+def _lane_sums(builder, vector, groups):
+    """Return the sum of ``vector``'s lanes in each of ``groups`` (4 lanes each), by halving."""
+    undefined = ir.Constant(vector.type, ir.Undefined)
+    sums = []
+    for group in groups:
+        four = _shuffle(builder, vector, undefined, group)
+        spare = ir.Constant(four.type, ir.Undefined)
+        two = builder.fadd(
+            _shuffle(builder, four, spare, [0, 1]), _shuffle(builder, four, spare, [2, 3])
+        )
+        first, second = (
+            builder.extract_element(two, ir.Constant(ir.IntType(32), j)) for j in (0, 1)
+        )
+        sums.append(builder.fadd(first, second))
+    return sums
+
+
+def _is_float32_rows(typ):
+    return (
+        isinstance(typ, types.Array)
+        and typ.ndim == 2
+        and typ.dtype == types.float32
+        and typ.layout == "C"
+    )
+
+
+@intrinsic
+def row_dot_and_norms(typingctx, a, row_a, b, row_b):
+    """Return ``(a[row_a] . b[row_b], |a[row_a]|^2, |b[row_b]|^2)`` as float32.
+
+    ``a``, ``b``: C-contiguous float32 2-D arrays of equal row length (not
+    checked: the callers' factor matrices). Written in LLVM vectors of
+    ``_VECTOR_WIDTH`` floats: two accumulators for the dot product and one per
+    norm over 16 floats at a time, then one more vector and a scalar tail,
+    and the three sums' halving reductions interleaved. LLVM's own
+    vectorization of the loop keeps four accumulators per sum and reduces
+    each on its own; for short rows that tail dominates (see
+    ``_FUSED_NORMS_MAX_K`` in :mod:`fastmf._kernels`).
+    """
+    if not (_is_float32_rows(a) and _is_float32_rows(b)):
+        return None
+    if not (isinstance(row_a, types.Integer) and isinstance(row_b, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        a_type, row_a_type, b_type, row_b_type = signature.args
+        start_a, k = _row_start(context, builder, a_type, args[0], args[1], row_a_type)
+        start_b, _ = _row_start(context, builder, b_type, args[2], args[3], row_b_type)
+        intp = k.type
+        vector = ir.VectorType(ir.FloatType(), _VECTOR_WIDTH)
+        zeros = ir.Constant(vector, [0.0] * _VECTOR_WIDTH)
+        # Stack slots that LLVM promotes to registers: dot (two), |a|^2, |b|^2.
+        slots = [cgutils.alloca_once_value(builder, zeros) for _ in range(4)]
+
+        def accumulate(offset, dot_slot):
+            x = _load_vector(builder, start_a, offset)
+            y = _load_vector(builder, start_b, offset)
+            for slot, (left, right) in zip(
+                (dot_slot, slots[2], slots[3]), ((x, y), (x, x), (y, y))
+            ):
+                builder.store(builder.fadd(builder.load(slot), builder.fmul(left, right)), slot)
+
+        pairs = builder.lshr(k, ir.Constant(intp, 4))
+        with cgutils.for_range(builder, pairs) as loop:
+            offset = builder.shl(loop.index, ir.Constant(intp, 4))
+            accumulate(offset, slots[0])
+            accumulate(builder.add(offset, ir.Constant(intp, _VECTOR_WIDTH)), slots[1])
+        width = ir.Constant(intp, _VECTOR_WIDTH)
+        with builder.if_then(builder.icmp_unsigned("!=", builder.and_(k, width), k.type(0))):
+            accumulate(builder.shl(pairs, ir.Constant(intp, 4)), slots[0])
+        dot = builder.fadd(builder.load(slots[0]), builder.load(slots[1]))
+        a_norm, b_norm = builder.load(slots[2]), builder.load(slots[3])
+        # Halves of (dot, |a|^2) in one vector, of |b|^2 in another: two adds for three sums.
+        low, high = list(range(4)) + list(range(8, 12)), list(range(4, 8)) + list(range(12, 16))
+        dot_and_a = builder.fadd(
+            _shuffle(builder, dot, a_norm, low), _shuffle(builder, dot, a_norm, high)
+        )
+        b_halves = builder.fadd(
+            _shuffle(builder, b_norm, b_norm, low), _shuffle(builder, b_norm, b_norm, high)
+        )
+        sums = _lane_sums(builder, dot_and_a, [[0, 1, 2, 3], [4, 5, 6, 7]])
+        sums += _lane_sums(builder, b_halves, [[0, 1, 2, 3]])
+        totals = [cgutils.alloca_once_value(builder, value) for value in sums]
+        tail = builder.and_(k, ir.Constant(intp, ~(_VECTOR_WIDTH - 1)))
+        with cgutils.for_range_slice(builder, tail, k, intp(1), inc=True) as (f, _):
+            x = builder.load(builder.gep(start_a, [f]))
+            y = builder.load(builder.gep(start_b, [f]))
+            for total, (left, right) in zip(totals, ((x, y), (x, x), (y, y))):
+                builder.store(builder.fadd(builder.load(total), builder.fmul(left, right)), total)
+        values = [builder.load(total) for total in totals]
+        return context.make_tuple(builder, signature.return_type, values)
+
+    return types.UniTuple(types.float32, 3)(a, row_a, b, row_b), codegen
+
+
 class CompileTimeChoice:
     """Base of Python objects that kernels take as a compile-time choice.
 

@@ -432,3 +432,18 @@ def test_adagrad_norms_from_the_score_loop_equal_the_direct_sum():
     dot, p_norm, q_norm = _kernels._dot_and_norms(p[None], 0, q[None], 0)
     got = _kernels._squared_gradient_norm(np.float32(0.3), np.float32(0.05), dot, p_norm, q_norm)
     assert 0.0 <= got <= 1e-6 * (0.3**2 * q_norm + 0.05**2 * p_norm)
+
+
+@pytest.mark.parametrize("k", [1, 5, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 40, 128])
+def test_dot_and_norms_match_numpy_for_every_row_length(k):
+    # Up to _FUSED_NORMS_MAX_K the sums come from the vector intrinsic
+    # (16 floats at a time, one more 8, a scalar tail): every split of k.
+    rng = np.random.default_rng(k)
+    P = rng.standard_normal((7, k)).astype(np.float32)
+    Q = rng.standard_normal((5, k)).astype(np.float32)
+    for u, i in [(0, 0), (6, 4), (np.int32(3), np.int64(2))]:
+        got = _kernels._dot_and_norms(P, u, Q, i)
+        p, q = P[u].astype(np.float64), Q[i].astype(np.float64)
+        want = (p @ q, p @ p, q @ q)
+        assert all(isinstance(value, float) for value in got)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(k))
