@@ -64,8 +64,9 @@ def _dot(user_factors, u, item_factors, i):
 # Up to this many factors AdaGrad's three sums come from row_dot_and_norms
 # (fastmf._jit), whose reductions cost less than LLVM's four accumulators per
 # sum. Side by side (10M ratings, squared, one thread, k=32, three runs) its
-# AdaGrad epoch took 0.88-0.96 of the time of the loop below; at k=128 it
-# took 1.1 times as long, so longer rows keep the loop.
+# AdaGrad epoch took 0.88-0.96 of the time of the loop below (a later, quieter
+# run: 0.92 by median, equal by minimum; bench/README.md, session 16); at
+# k=128 it took 1.1 times as long, so longer rows keep the loop.
 _FUSED_NORMS_MAX_K = 32
 
 
