@@ -65,11 +65,11 @@ def test_fastmf_epoch(benchmark, synthetic, k, loss, threads):
     epoch = _kernels.sgd_epoch_parallel if threads > 1 else _kernels.sgd_epoch_serial
     arrays = (layout.rows, layout.cols, layout.values, layout.block_offsets)
     block_loss = np.zeros(grid**2)
-
+    kernels = code.kernels_for(coo.nnz, k)  # the fit's (fixed-width at k=32)
     none = None
 
     def run(schedule):
-        epoch(code.kernels, *arrays, schedule, P, Q, none, none, none, none, LR, L2, block_loss)
+        epoch(kernels, *arrays, schedule, P, Q, none, none, none, none, LR, L2, block_loss)
 
     def setup():
         return (_blocks.epoch_schedule(grid, rng),), {}
@@ -89,7 +89,7 @@ def test_objective_pass(benchmark, synthetic):
     layout = _blocks.arrange(coo, 8, np.random.default_rng(0))
     P, Q = factors(shape, 32)
     args = (
-        SQUARED.kernels,
+        SQUARED.kernels_for(layout.nnz, 32),
         layout.rows,
         layout.cols,
         layout.values,
@@ -141,7 +141,7 @@ def test_logistic_to_squared_ratio(benchmark, synthetic, k, threads):
         schedule = _blocks.epoch_schedule(grid, np.random.default_rng(seed))
         start = time.perf_counter()
         run_epoch(
-            code.kernels,
+            code.kernels_for(layout.nnz, k),
             layout.rows,
             layout.cols,
             layout.values,
@@ -223,8 +223,8 @@ def test_adagrad_to_constant_ratio(benchmark, synthetic, loss, k, threads):
         schedule = _blocks.epoch_schedule(grid, np.random.default_rng(seed))
         start = time.perf_counter()
         run_epoch(
-            code.kernels, layout.rows, layout.cols, layout.values, layout.block_offsets, schedule,
-            user_factors, item_factors, *biases, *accumulators,
+            code.kernels_for(coo.nnz, k), layout.rows, layout.cols, layout.values,
+            layout.block_offsets, schedule, user_factors, item_factors, *biases, *accumulators,
             np.float32(0.1) if adagrad else constant_lr, L2, np.zeros(grid**2),
         )  # fmt: skip
         return time.perf_counter() - start

@@ -252,8 +252,8 @@ def test_whole_fit_to_epoch_throughput(benchmark, split, loss, threads, held_out
             for _ in range(count):
                 schedule = _blocks.epoch_schedule(grid, rng)
                 run_epoch(
-                    code.kernels, layout.rows, layout.cols, layout.values, layout.block_offsets,
-                    schedule, *state, lr, np.float32(L2), block_loss,
+                    code.kernels_for(layout.nnz, k), layout.rows, layout.cols, layout.values,
+                    layout.block_offsets, schedule, *state, lr, np.float32(L2), block_loss,
                 )  # fmt: skip
         return time.perf_counter() - start
 

@@ -55,7 +55,7 @@ class LocalBackend:
     def start(self, layout, loss, state, sampling=None):
         """Train ``state`` (updated in place) on ``layout`` with ``loss``."""
         self.layout, self.state = layout, state
-        self.kernels = loss.kernels_for(layout.nnz)
+        self.kernels = loss.kernels_for(layout.nnz, state.user_factors.shape[1])
         parallel = self.n_threads > 1
         self._sgd_epoch = _kernels.sgd_epoch_parallel if parallel else _kernels.sgd_epoch_serial
         self._objective = _kernels.objective_parallel if parallel else _kernels.objective_serial

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _checkpoint, _kernels
 from ._blocks import epoch_schedule
+from ._losses import SMALL_FIT_RATINGS
 from ._ranking import best_items
 from .exceptions import DivergenceError
 
@@ -51,8 +52,10 @@ class Validation:
 
     def score(self, state):
         """Return the validation metric of ``state`` (a float; lower is better)."""
+        # The large fits' kernel set (for any number of held-out ratings).
+        kernels = self.loss.kernels_for(SMALL_FIT_RATINGS, state.user_factors.shape[1])
         self.kernel(
-            self.loss.kernels, self.rows, self.cols, self.values, self.offsets,
+            kernels, self.rows, self.cols, self.values, self.offsets,
             state.user_factors, state.item_factors, state.user_bias, state.item_bias, self.sums,
         )  # fmt: skip
         return self.loss.validation_metric(self.sums.sum(), self.rows.shape[0])

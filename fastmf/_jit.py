@@ -170,11 +170,10 @@ _VECTOR_WIDTH = 8
 
 
 def _row_start(context, builder, array_type, array, row, row_type):
-    """Return a pointer to ``array[row, 0]`` (a C-contiguous 2-D array) and the row length."""
+    """Return a pointer to ``array[row, 0]`` (a C-contiguous 2-D array)."""
     data = context.make_array(array_type)(context, builder, array)
     index = [context.cast(builder, row, row_type, types.intp), context.get_constant(types.intp, 0)]
-    pointer = cgutils.get_item_pointer(context, builder, array_type, data, index)
-    return pointer, builder.extract_value(data.shape, 1)
+    return cgutils.get_item_pointer(context, builder, array_type, data, index)
 
 
 def _load_vector(builder, pointer, offset):
@@ -217,11 +216,14 @@ def _is_float32_rows(typ):
 
 
 @intrinsic
-def row_dot_and_norms(typingctx, a, row_a, b, row_b):
+def row_dot_and_norms(typingctx, a, row_a, b, row_b, length):
     """Return ``(a[row_a] . b[row_b], |a[row_a]|^2, |b[row_b]|^2)`` as float32.
 
-    ``a``, ``b``: C-contiguous float32 2-D arrays of equal row length (not
-    checked: the callers' factor matrices). Written in LLVM vectors of
+    ``a``, ``b``: C-contiguous float32 2-D arrays whose rows hold at least
+    ``length`` floats (not checked: the callers' factor matrices and their
+    row length). A ``length`` that is a compile-time constant after inlining
+    (a fixed-width kernel, :func:`fastmf._kernels.row_length`) lets LLVM
+    unroll the whole computation into straight-line code. Written in LLVM vectors of
     ``_VECTOR_WIDTH`` floats: two accumulators for the dot product and one per
     norm over 16 floats at a time, then one more vector and a scalar tail,
     and the three sums' halving reductions interleaved. LLVM's own
@@ -231,13 +233,14 @@ def row_dot_and_norms(typingctx, a, row_a, b, row_b):
     """
     if not (_is_float32_rows(a) and _is_float32_rows(b)):
         return None
-    if not (isinstance(row_a, types.Integer) and isinstance(row_b, types.Integer)):
+    if not all(isinstance(index, types.Integer) for index in (row_a, row_b, length)):
         return None
 
     def codegen(context, builder, signature, args):
-        a_type, row_a_type, b_type, row_b_type = signature.args
-        start_a, k = _row_start(context, builder, a_type, args[0], args[1], row_a_type)
-        start_b, _ = _row_start(context, builder, b_type, args[2], args[3], row_b_type)
+        a_type, row_a_type, b_type, row_b_type, length_type = signature.args
+        start_a = _row_start(context, builder, a_type, args[0], args[1], row_a_type)
+        start_b = _row_start(context, builder, b_type, args[2], args[3], row_b_type)
+        k = context.cast(builder, args[4], length_type, types.intp)
         intp = k.type
         vector = ir.VectorType(ir.FloatType(), _VECTOR_WIDTH)
         zeros = ir.Constant(vector, [0.0] * _VECTOR_WIDTH)
@@ -282,7 +285,7 @@ def row_dot_and_norms(typingctx, a, row_a, b, row_b):
         values = [builder.load(total) for total in totals]
         return context.make_tuple(builder, signature.return_type, values)
 
-    return types.UniTuple(types.float32, 3)(a, row_a, b, row_b), codegen
+    return types.UniTuple(types.float32, 3)(a, row_a, b, row_b, length), codegen
 
 
 class CompileTimeChoice:

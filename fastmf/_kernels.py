@@ -42,6 +42,7 @@ from numba.extending import overload
 
 from ._blocks import splitmix64
 from ._jit import (
+    ChoiceType,
     chosen,
     inline_kernel,
     kernel,
@@ -52,11 +53,38 @@ from ._jit import (
 )
 
 
+def row_length(factors, kernels):
+    """Return the factors per row the block kernels of ``kernels`` (a ``KernelSet``) work on.
+
+    Callable from kernels only. A kernel set with a fixed ``row_width``
+    (:meth:`fastmf._losses.Loss.kernels_for`) makes it a compile-time
+    constant: LLVM then unrolls the loops over a row into straight-line
+    vector code, with no trip counts, remainders or overlap checks to
+    compute per rating. Otherwise (``None``: a direct call) it is
+    ``factors.shape[1]``, read at run time.
+    """
+    raise NotImplementedError("row_length is called from compiled kernels only")
+
+
+@overload(row_length, inline="always")
+def _row_length_for(factors, kernels):
+    width = chosen(kernels).row_width if isinstance(kernels, ChoiceType) else None
+    if width is None:
+        return lambda factors, kernels: factors.shape[1]
+    return lambda factors, kernels: width
+
+
 @inline_kernel
-def _dot(user_factors, u, item_factors, i):
-    """Return ``user_factors[u] @ item_factors[i]`` as float32."""
+def _dot(user_factors, u, item_factors, i, k):
+    """Return ``user_factors[u] @ item_factors[i]`` as float32 (rows of ``k`` factors)."""
+    if k <= _FUSED_NORMS_MAX_K:
+        # Where k is a compile-time constant LLVM unrolls this loop into one
+        # chain of scalar additions (it does not reassociate a reduction it
+        # has unrolled); the intrinsic stays in vectors. The norms it also
+        # computes are unused here, and LLVM drops them.
+        return row_dot_and_norms(user_factors, u, item_factors, i, k)[0]
     acc = np.float32(0.0)
-    for f in range(user_factors.shape[1]):
+    for f in range(k):
         acc += user_factors[u, f] * item_factors[i, f]
     return acc
 
@@ -71,14 +99,14 @@ _FUSED_NORMS_MAX_K = 32
 
 
 @inline_kernel
-def _dot_and_norms(user_factors, u, item_factors, i):
+def _dot_and_norms(user_factors, u, item_factors, i, k):
     """Return ``(p_u . q_i, |p_u|^2, |q_i|^2)`` as float32, in one pass over the rows."""
-    if user_factors.shape[1] <= _FUSED_NORMS_MAX_K:
-        return row_dot_and_norms(user_factors, u, item_factors, i)
+    if k <= _FUSED_NORMS_MAX_K:
+        return row_dot_and_norms(user_factors, u, item_factors, i, k)
     dot = np.float32(0.0)
     user_norm = np.float32(0.0)
     item_norm = np.float32(0.0)
-    for f in range(user_factors.shape[1]):
+    for f in range(k):
         p = user_factors[u, f]
         q = item_factors[i, f]
         dot += p * q
@@ -88,7 +116,7 @@ def _dot_and_norms(user_factors, u, item_factors, i):
 
 
 @inline_kernel
-def _score_and_norms(user_factors, u, item_factors, i, user_bias, item_bias, user_acc):
+def _score_and_norms(user_factors, u, item_factors, i, user_bias, item_bias, user_acc, k):
     """Return ``(score, norms)`` of one entry; ``norms`` is what AdaGrad's step needs.
 
     With accumulators (``user_acc`` not None, a compile-time fact) ``norms``
@@ -98,13 +126,13 @@ def _score_and_norms(user_factors, u, item_factors, i, user_bias, item_bias, use
     before.
     """
     if user_acc is not None:
-        norms = _dot_and_norms(user_factors, u, item_factors, i)
+        norms = _dot_and_norms(user_factors, u, item_factors, i, k)
         score = norms[0]
         if user_bias is not None:
             score += user_bias[u] + item_bias[i]
         return score, norms
     zero = np.float32(0.0)
-    return _score(user_factors, u, item_factors, i, user_bias, item_bias), (zero, zero, zero)
+    return _score(user_factors, u, item_factors, i, user_bias, item_bias, k), (zero, zero, zero)
 
 
 @inline_kernel
@@ -149,6 +177,7 @@ def _sgd_step(
     item_acc,
     lr,
     l2,
+    k,
 ):
     """Apply one SGD step to rows ``u`` and ``i`` (and their biases) in place.
 
@@ -170,7 +199,6 @@ def _sgd_step(
     updates of a user's row (the earlier form, which added the gradient
     first, needed two loops and ran at 0.46-0.56 of a constant step's speed).
     """
-    k = user_factors.shape[1]
     lr_user = lr
     lr_item = lr
     if user_acc is not None:
@@ -205,9 +233,9 @@ def _sgd_step(
 
 
 @inline_kernel
-def _score(user_factors, u, item_factors, i, user_bias, item_bias):
+def _score(user_factors, u, item_factors, i, user_bias, item_bias, k):
     """Return ``p_u . q_i`` (+ ``b_u + b_i`` when biases are given) as float32."""
-    score = _dot(user_factors, u, item_factors, i)
+    score = _dot(user_factors, u, item_factors, i, k)
     if user_bias is not None:
         score += user_bias[u] + item_bias[i]
     return score
@@ -267,7 +295,7 @@ _LINE = 16
 
 @inline_kernel
 def _entry_gradient(
-    logistic, user_factors, u, item_factors, i, value, user_bias, item_bias, user_acc
+    logistic, user_factors, u, item_factors, i, value, user_bias, item_bias, user_acc, k
 ):
     """Return ``(g, term, norms)`` of one entry; ``g`` is minus the loss's derivative by the score.
 
@@ -280,7 +308,7 @@ def _entry_gradient(
     for :func:`_sgd_step` (zeros unless ``user_acc``).
     """
     score, norms = _score_and_norms(
-        user_factors, u, item_factors, i, user_bias, item_bias, user_acc
+        user_factors, u, item_factors, i, user_bias, item_bias, user_acc, k
     )
     gradient, term = _gradient_of_score(logistic, value, score)
     return gradient, term, norms
@@ -367,9 +395,9 @@ def _weighted_loss(loss, weights, t):
 
 
 @inline_kernel
-def _prefetch_row(factors, row):
-    """Start loading every cache line of ``factors[row]``."""
-    for f in range(0, factors.shape[1], _LINE):
+def _prefetch_row(factors, row, k):
+    """Start loading every cache line of ``factors[row]`` (``k`` floats)."""
+    for f in range(0, k, _LINE):
         prefetch(factors, row, f)
 
 
@@ -405,6 +433,7 @@ def _group_step(
     l2,
     weights,
     t,
+    k,
 ):
     """Apply a grouped entry's step, recomputing its ``gradient`` first if it is ``stale``.
 
@@ -417,13 +446,13 @@ def _group_step(
     """
     if stale:
         score, norms = _score_and_norms(
-            user_factors, u, item_factors, i, user_bias, item_bias, user_acc
+            user_factors, u, item_factors, i, user_bias, item_bias, user_acc, k
         )
         fresh, term = _fresh_gradient(logistic, value, score)
         gradient = _weighted(fresh, weights, t)
     _sgd_step(
         user_factors, u, item_factors, i, gradient, norms, user_bias, item_bias, user_acc,
-        item_acc, lr, l2,
+        item_acc, lr, l2, k,
     )  # fmt: skip
     return term
 
@@ -448,6 +477,7 @@ def _sgd_one_at_a_time(
     block_start,
     total,
     product,
+    k,
 ):
     """One SGD step per entry of ``start:end``, in storage order, each right after its gradient.
 
@@ -459,10 +489,11 @@ def _sgd_one_at_a_time(
         u = rows[t]
         i = cols[t]
         if t + _ITEM_PREFETCH_AHEAD < end:
-            _prefetch_row(item_factors, cols[t + _ITEM_PREFETCH_AHEAD])
+            _prefetch_row(item_factors, cols[t + _ITEM_PREFETCH_AHEAD], k)
         gradient, term, norms = _entry_gradient(
-            logistic, user_factors, u, item_factors, i, values[t], user_bias, item_bias, user_acc
-        )
+            logistic, user_factors, u, item_factors, i, values[t], user_bias, item_bias, user_acc,
+            k,
+        )  # fmt: skip
         gradient = _weighted(gradient, weights, t)
         total, product = _add_term(logistic, total, product, term, weights, t, t - block_start)
         _sgd_step(
@@ -478,6 +509,7 @@ def _sgd_one_at_a_time(
             item_acc,
             lr,
             l2,
+            k,
         )
     if logistic:
         return total - math.log(product)
@@ -501,6 +533,7 @@ def _sgd_grouped(
     lr,
     l2,
     weights,
+    k,
 ):
     """Apply one SGD step per entry of ``start:end``, exactly as one at a time in storage order.
 
@@ -529,21 +562,21 @@ def _sgd_grouped(
     while idx + LANES <= end:
         if idx + PREFETCH_AHEAD + LANES <= end:
             for lane in range(LANES):
-                _prefetch_row(user_factors, rows[idx + PREFETCH_AHEAD + lane])
+                _prefetch_row(user_factors, rows[idx + PREFETCH_AHEAD + lane], k)
         u0, u1, u2, u3 = rows[idx], rows[idx + 1], rows[idx + 2], rows[idx + 3]
         i0, i1, i2, i3 = cols[idx], cols[idx + 1], cols[idx + 2], cols[idx + 3]
         y0, y1, y2, y3 = values[idx], values[idx + 1], values[idx + 2], values[idx + 3]
         g0, term0, norms0 = _entry_gradient(
-            logistic, user_factors, u0, item_factors, i0, y0, user_bias, item_bias, user_acc
+            logistic, user_factors, u0, item_factors, i0, y0, user_bias, item_bias, user_acc, k
         )
         g1, term1, norms1 = _entry_gradient(
-            logistic, user_factors, u1, item_factors, i1, y1, user_bias, item_bias, user_acc
+            logistic, user_factors, u1, item_factors, i1, y1, user_bias, item_bias, user_acc, k
         )
         g2, term2, norms2 = _entry_gradient(
-            logistic, user_factors, u2, item_factors, i2, y2, user_bias, item_bias, user_acc
+            logistic, user_factors, u2, item_factors, i2, y2, user_bias, item_bias, user_acc, k
         )
         g3, term3, norms3 = _entry_gradient(
-            logistic, user_factors, u3, item_factors, i3, y3, user_bias, item_bias, user_acc
+            logistic, user_factors, u3, item_factors, i3, y3, user_bias, item_bias, user_acc, k
         )
         g0 = _weighted(g0, weights, idx)
         g1 = _weighted(g1, weights, idx + 1)
@@ -557,27 +590,27 @@ def _sgd_grouped(
         )
         _sgd_step(
             user_factors, u0, item_factors, i0, g0, norms0, user_bias, item_bias, user_acc,
-            item_acc, lr, l2,
+            item_acc, lr, l2, k,
         )  # fmt: skip
         term1 = _group_step(
             shared, logistic, user_factors, u1, item_factors, i1, y1, g1, term1, norms1,
-            user_bias, item_bias, user_acc, item_acc, lr, l2, weights, idx + 1,
+            user_bias, item_bias, user_acc, item_acc, lr, l2, weights, idx + 1, k,
         )  # fmt: skip
         total, product = _add_term(logistic, total, product, term1, weights, idx + 1, position + 1)
         term2 = _group_step(
             shared, logistic, user_factors, u2, item_factors, i2, y2, g2, term2, norms2,
-            user_bias, item_bias, user_acc, item_acc, lr, l2, weights, idx + 2,
+            user_bias, item_bias, user_acc, item_acc, lr, l2, weights, idx + 2, k,
         )  # fmt: skip
         total, product = _add_term(logistic, total, product, term2, weights, idx + 2, position + 2)
         term3 = _group_step(
             shared, logistic, user_factors, u3, item_factors, i3, y3, g3, term3, norms3,
-            user_bias, item_bias, user_acc, item_acc, lr, l2, weights, idx + 3,
+            user_bias, item_bias, user_acc, item_acc, lr, l2, weights, idx + 3, k,
         )  # fmt: skip
         total, product = _add_term(logistic, total, product, term3, weights, idx + 3, position + 3)
         idx += LANES
     return _sgd_one_at_a_time(
         logistic, rows, cols, values, idx, end, user_factors, item_factors,
-        user_bias, item_bias, user_acc, item_acc, lr, l2, weights, start, total, product,
+        user_bias, item_bias, user_acc, item_acc, lr, l2, weights, start, total, product, k,
     )  # fmt: skip
 
 
@@ -597,6 +630,7 @@ def sgd_block_squared(
     lr,
     l2,
     weights=None,
+    kernels=None,
 ):
     """Run SGD on the squared loss over entries ``start:end``, in storage order.
 
@@ -608,6 +642,7 @@ def sgd_block_squared(
     return _sgd_one_at_a_time(
         False, rows, cols, values, start, end, user_factors, item_factors,
         user_bias, item_bias, user_acc, item_acc, lr, l2, weights, start, 0.0, 1.0,
+        row_length(user_factors, kernels),
     )  # fmt: skip
 
 
@@ -627,6 +662,7 @@ def sgd_block_logistic(
     lr,
     l2,
     weights=None,
+    kernels=None,
 ):
     """Run SGD on the logistic loss over entries ``start:end``, in storage order.
 
@@ -652,6 +688,7 @@ def sgd_block_logistic(
         lr,
         l2,
         weights,
+        row_length(user_factors, kernels),
     )
 
 
@@ -671,6 +708,7 @@ def sgd_block_logistic_one_at_a_time(
     lr,
     l2,
     weights=None,
+    kernels=None,
 ):
     """Like :func:`sgd_block_logistic` (the same bits), one entry at a time.
 
@@ -680,6 +718,7 @@ def sgd_block_logistic_one_at_a_time(
     return _sgd_one_at_a_time(
         True, rows, cols, values, start, end, user_factors, item_factors,
         user_bias, item_bias, user_acc, item_acc, lr, l2, weights, start, 0.0, 1.0,
+        row_length(user_factors, kernels),
     )  # fmt: skip
 
 
@@ -709,7 +748,7 @@ def _sgd_block_for(
     ):  # fmt: skip
         return block_kernel(
             rows, cols, values, start, end, user_factors, item_factors,
-            user_bias, item_bias, user_acc, item_acc, lr, l2, weights,
+            user_bias, item_bias, user_acc, item_acc, lr, l2, weights, loss,
         )  # fmt: skip
 
     return run
@@ -734,7 +773,7 @@ def _block_loss_for(
             weights):  # fmt: skip
         return loss_kernel(
             rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias,
-            weights,
+            weights, loss,
         )  # fmt: skip
 
     return run
@@ -960,8 +999,9 @@ def _pointwise_step(user_factors, u, item_factors, i, label, weight, user_bias, 
     The loss is ``weight * log(1 + exp(-label * s))``; the step is
     :func:`_sgd_step` with ``g = label * weight * sigmoid(-label * s)``.
     """
+    k = user_factors.shape[1]
     score, norms = _score_and_norms(
-        user_factors, u, item_factors, i, user_bias, item_bias, user_acc
+        user_factors, u, item_factors, i, user_bias, item_bias, user_acc, k
     )
     margin = label * score
     loss = weight * np.float64(_softplus(-margin))
@@ -969,7 +1009,7 @@ def _pointwise_step(user_factors, u, item_factors, i, label, weight, user_bias, 
         gradient = label * weight * _sigmoid_of_negative(margin)
         _sgd_step(
             user_factors, u, item_factors, i, gradient, norms, user_bias, item_bias, user_acc,
-            item_acc, lr, l2,
+            item_acc, lr, l2, k,
         )  # fmt: skip
     return loss
 
@@ -1140,7 +1180,7 @@ def sampled_epoch_parallel(loss, rows, cols, values, block_offsets, schedule, it
 # ----------------------------------------------------------------- objective
 @inline_kernel
 def _data_loss(logistic, rows, cols, values, start, end, user_factors, item_factors, user_bias,
-               item_bias, weights):  # fmt: skip
+               item_bias, weights, k):  # fmt: skip
     """Return the data loss over entries ``start:end``, in float64, with no step.
 
     The logistic terms are the SGD passes' likelihoods (:func:`_sigmoids`),
@@ -1152,15 +1192,15 @@ def _data_loss(logistic, rows, cols, values, start, end, user_factors, item_fact
     product = 1.0
     for idx in range(start, end):
         if idx + _ITEM_PREFETCH_AHEAD < end:
-            _prefetch_row(item_factors, cols[idx + _ITEM_PREFETCH_AHEAD])
+            _prefetch_row(item_factors, cols[idx + _ITEM_PREFETCH_AHEAD], k)
         if not logistic:
             _, term, _ = _entry_gradient(
                 False, user_factors, rows[idx], item_factors, cols[idx], values[idx], user_bias,
-                item_bias, None,
+                item_bias, None, k,
             )  # fmt: skip
             total, product = _add_term(False, total, product, term, weights, idx, idx - start)
             continue
-        score = _score(user_factors, rows[idx], item_factors, cols[idx], user_bias, item_bias)
+        score = _score(user_factors, rows[idx], item_factors, cols[idx], user_bias, item_bias, k)
         margin = values[idx] * score
         if margin < _EXACT_MARGIN:
             # exp(m) is below 1e-34: the loss is -m to float64's precision
@@ -1176,23 +1216,25 @@ def _data_loss(logistic, rows, cols, values, start, end, user_factors, item_fact
 
 @kernel
 def block_loss_squared(
-    rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias, weights=None
-):
+    rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias,
+    weights=None, kernels=None,
+):  # fmt: skip
     """Return ``sum 0.5 * w * (r - s)**2`` over entries ``start:end``, in float64."""
     return _data_loss(
         False, rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias,
-        weights,
+        weights, row_length(user_factors, kernels),
     )  # fmt: skip
 
 
 @kernel
 def block_loss_logistic(
-    rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias, weights=None
-):
+    rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias,
+    weights=None, kernels=None,
+):  # fmt: skip
     """Return ``sum w * log(1 + exp(-y * s))`` over entries ``start:end``, in float64."""
     return _data_loss(
         True, rows, cols, values, start, end, user_factors, item_factors, user_bias, item_bias,
-        weights,
+        weights, row_length(user_factors, kernels),
     )  # fmt: skip
 
 
@@ -1298,7 +1340,7 @@ def stripe_squared_norms(factors, counts, bounds, out):
 def predict_coo(rows, cols, user_factors, item_factors, out):
     """Write ``p_u . q_i`` for each pair into ``out`` (float32, shape (n,)) in place."""
     for idx in range(rows.shape[0]):
-        out[idx] = _dot(user_factors, rows[idx], item_factors, cols[idx])
+        out[idx] = _dot(user_factors, rows[idx], item_factors, cols[idx], user_factors.shape[1])
 
 
 # ---------------------------------------------------------------- serving

@@ -20,6 +20,14 @@ from . import _kernels
 from ._jit import CompileTimeChoice
 from ._kernels import LANES
 
+# Row widths with kernels of their own, where the row length is a compile-time
+# constant. Only the default k: each width compiles its own kernels (as long as
+# the general ones), and at k=32 most of a rating's work was the general
+# loops' trip counts, remainders and overlap checks. Side by side (9M ratings,
+# squared, one thread) the fixed-width epoch took 0.61 of the general one's
+# time with a constant step and 0.78 with AdaGrad (bench/README.md, session 17).
+FIXED_ROW_WIDTHS = (32,)
+
 # Fits of fewer ratings use a loss's small kernels, which give the same bits
 # and compile faster (the squared loss has one set for all sizes), and run on
 # one thread: for them, compile time and thread start-up outweigh the epochs.
@@ -34,11 +42,20 @@ class KernelSet(CompileTimeChoice):
     sgd_block, block_loss : numba kernels
         SGD over entries ``start:end`` in storage order, and their data loss
         (float64); see :mod:`fastmf._kernels`.
+    row_width : int or None
+        The number of factors these kernels are compiled for, a compile-time
+        constant (:func:`fastmf._kernels.row_length`); None: any, read from
+        the factor matrices.
     """
 
-    def __init__(self, name, sgd_block, block_loss):
+    def __init__(self, name, sgd_block, block_loss, row_width=None):
         super().__init__(name)
         self.sgd_block, self.block_loss = sgd_block, block_loss
+        self.row_width = row_width
+
+    def with_row_width(self, width):
+        """Return this set compiled for rows of exactly ``width`` factors (a set of its own)."""
+        return KernelSet(f"{self.name}/k={width}", self.sgd_block, self.block_loss, width)
 
     def __repr__(self):
         return f"KernelSet({self.name!r})"
@@ -53,7 +70,8 @@ class Loss:
         ``"squared"``, ``"logistic"``, ``"bpr"`` or ``"implicit-logistic"``:
         the CLI's ``--loss``.
     kernels : KernelSet
-        The block kernels of a fit; :meth:`kernels_for` picks per fit size.
+        The block kernels of a fit; :meth:`kernels_for` picks per fit size
+        and row width.
     interleave : int
         Parts per block that the layout takes in turn (the kernel's number of
         independent update chains; see :mod:`fastmf._blocks`).
@@ -96,6 +114,14 @@ class Loss:
         self.shuffle = not sampled
         self.kernels = kernels
         self._small_kernels = small_kernels or kernels
+        # The sampled losses' kernels read the row width at run time.
+        widths = () if sampled else FIXED_ROW_WIDTHS
+        self._fixed_width = {
+            (small, width): (self._small_kernels if small else kernels).with_row_width(width)
+            for small in (False, True)
+            for width in widths
+            if not (small and self._small_kernels is kernels)
+        }
         self.interleave = interleave
         self.centred = centred
         self.binary = binary
@@ -110,9 +136,18 @@ class Loss:
     def __reduce__(self):  # one instance per loss, also on Dask workers
         return _loss_by_name, (self.name,)
 
-    def kernels_for(self, nnz):
-        """Return the :class:`KernelSet` for a fit on ``nnz`` ratings (the same bits either way)."""
-        return self._small_kernels if nnz < SMALL_FIT_RATINGS else self.kernels
+    def kernels_for(self, nnz, k):
+        """Return the :class:`KernelSet` for a fit on ``nnz`` ratings with ``k`` factors.
+
+        The small and the large kernels give the same bits, and so do the
+        fixed-width ones (``FIXED_ROW_WIDTHS``) and the general ones at the
+        same ``k`` (the kernel tests check both).
+        """
+        small = nnz < SMALL_FIT_RATINGS and self._small_kernels is not self.kernels
+        chosen = self._fixed_width.get((small, k))
+        if chosen is not None:
+            return chosen
+        return self._small_kernels if small else self.kernels
 
     def check_values(self, values):
         """Return the float32 values this loss trains on, or raise a ValueError that says why."""

@@ -548,7 +548,8 @@ class DaskBackend:
     def start(self, layout, loss, state, sampling=None):
         """Place the blocks (unless already on the workers) and push ``state``."""
         client = self.client
-        self.kernels, self.grid, self.state = loss.kernels_for(layout.nnz), layout.grid, state
+        self.kernels = loss.kernels_for(layout.nnz, state.user_factors.shape[1])
+        self.grid, self.state = layout.grid, state
         self.sampling = sampling if loss.sampled else None
         self.seeds = layout.seeds
         self.block_losses = None  # per-block loss futures, summed during the last pass

@@ -12,7 +12,7 @@ from conftest import random_coo
 
 from fastmf import _kernels
 from fastmf._jit import FASTMATH_FLAGS
-from fastmf._losses import LOSSES
+from fastmf._losses import LOSSES, SMALL_FIT_RATINGS
 
 BLOCK = {"squared": _kernels.sgd_block_squared, "logistic": _kernels.sgd_block_logistic}
 
@@ -136,6 +136,59 @@ def test_epoch_with_biases_and_adagrad_matches_reference(loss, use_bias, adagrad
         assert got == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+@pytest.mark.parametrize("small", [False, True])
+def test_fixed_width_kernels_match_the_reference_and_the_general_ones(loss, small):
+    # k=32 fits run kernels compiled for rows of exactly 32 factors
+    # (Loss.kernels_for); they must do what the general kernels and the numpy
+    # oracle do: the same bits with a constant step; with AdaGrad LLVM may
+    # reassociate the step-size arithmetic differently, so the last bits.
+    code = LOSSES[loss]
+    nnz = 10 if small else SMALL_FIT_RATINGS
+    fixed, general = code.kernels_for(nnz, 32), code.kernels_for(nnz, 31)
+    assert (fixed.row_width, general.row_width) == (32, None)
+    assert fixed.sgd_block is general.sgd_block
+    rows, cols, values, (m, n) = random_coo(21, nnz=400, binary=loss == "logistic")
+    rng = np.random.default_rng(22)
+    order = np.concatenate([rng.permutation(rows.size), rng.permutation(rows.size)[:60]])
+    rows, cols, values = rows[order], cols[order], values[order]
+    weights = rng.uniform(0.5, 2.0, rows.size).astype(np.float32)
+    lr, l2 = np.float32(0.05), np.float32(0.1)
+    for adagrad in (False, True):
+        runs = []
+        for kernels in (fixed, general):
+            P, Q = factors(23, m, n, 32, scale=0.2)
+            biases = [0.3 * np.random.default_rng(size).standard_normal(size) for size in (m, n)]
+            accumulators = [np.ones(size, np.float32) if adagrad else NONE for size in (m, n)]
+            extras = [bias.astype(np.float32) for bias in biases] + accumulators
+            start = [a.copy() if a is not None else None for a in (P, Q, *extras)]
+            summed = kernels.sgd_block(
+                rows, cols, values, 0, rows.size, P, Q, *extras, lr, l2, weights, kernels
+            )
+            held_out = kernels.block_loss(
+                rows, cols, values, 0, rows.size, P, Q, *extras[:2], weights, kernels
+            )
+            runs.append((P, Q, *extras, summed, held_out, start))
+        (*fixed_out, fixed_start), (*general_out, _) = runs
+        for got, want in zip(fixed_out, general_out):
+            if got is None:
+                continue
+            if adagrad:
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+            else:
+                np.testing.assert_array_equal(got, want)
+        # Against the numpy oracle (a weighted pass: each entry's step scaled).
+        P0, Q0, *extras0 = fixed_start
+        refs = [a.astype(np.float64) if a is not None else None for a in extras0]
+        P_ref, Q_ref, loss_ref = sgd_epoch(
+            loss, rows, cols, values, np.arange(rows.size), P0, Q0, lr, l2, *refs,
+            weights=weights,
+        )  # fmt: skip
+        np.testing.assert_allclose(fixed_out[0], P_ref, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(fixed_out[1], Q_ref, rtol=1e-4, atol=1e-5)
+        assert fixed_out[6] == pytest.approx(loss_ref, rel=1e-5)
+
+
 # Compiled with the kernels' options: "contract" and "reassoc" change the last bits.
 @numba.njit(fastmath=set(FASTMATH_FLAGS), error_model="numpy")
 def one_at_a_time(
@@ -148,12 +201,13 @@ def one_at_a_time(
     total = 0.0
     for t in range(rows.shape[0]):
         gradient, term, norms = _kernels._entry_gradient(
-            logistic, P, rows[t], Q, cols[t], values[t], user_bias, item_bias, user_acc
-        )
+            logistic, P, rows[t], Q, cols[t], values[t], user_bias, item_bias, user_acc,
+            P.shape[1],
+        )  # fmt: skip
         total += -np.log(term) if logistic else term
         _kernels._sgd_step(
             P, rows[t], Q, cols[t], gradient, norms, user_bias, item_bias, user_acc, item_acc,
-            lr, l2,
+            lr, l2, P.shape[1],
         )  # fmt: skip
     return total
 
@@ -176,6 +230,7 @@ def grouped(logistic, rows, cols, values, P, Q, user_bias, item_bias, user_acc, 
         lr,
         l2,
         None,
+        P.shape[1],
     )
 
 
@@ -422,14 +477,14 @@ def test_adagrad_norms_from_the_score_loop_equal_the_direct_sum():
         p = rng.standard_normal(32).astype(np.float32)
         q = rng.standard_normal(32).astype(np.float32)
         g, l2 = np.float32(rng.standard_normal()), np.float32(0.05)
-        dot, p_norm, q_norm = _kernels._dot_and_norms(p[None], 0, q[None], 0)
+        dot, p_norm, q_norm = _kernels._dot_and_norms(p[None], 0, q[None], 0, 32)
         got = _kernels._squared_gradient_norm(g, l2, dot, p_norm, q_norm)
         direct = np.sum((g * q.astype(float) - l2 * p.astype(float)) ** 2)
         assert got == pytest.approx(direct, rel=1e-5)
     # Complete cancellation (g q == l2 p): rounding must not make the norm negative.
     p = rng.standard_normal(32).astype(np.float32)
     q = (np.float32(0.05) * p / np.float32(0.3)).astype(np.float32)
-    dot, p_norm, q_norm = _kernels._dot_and_norms(p[None], 0, q[None], 0)
+    dot, p_norm, q_norm = _kernels._dot_and_norms(p[None], 0, q[None], 0, 32)
     got = _kernels._squared_gradient_norm(np.float32(0.3), np.float32(0.05), dot, p_norm, q_norm)
     assert 0.0 <= got <= 1e-6 * (0.3**2 * q_norm + 0.05**2 * p_norm)
 
@@ -442,7 +497,7 @@ def test_dot_and_norms_match_numpy_for_every_row_length(k):
     P = rng.standard_normal((7, k)).astype(np.float32)
     Q = rng.standard_normal((5, k)).astype(np.float32)
     for u, i in [(0, 0), (6, 4), (np.int32(3), np.int64(2))]:
-        got = _kernels._dot_and_norms(P, u, Q, i)
+        got = _kernels._dot_and_norms(P, u, Q, i, k)
         p, q = P[u].astype(np.float64), Q[i].astype(np.float64)
         want = (p @ q, p @ p, q @ q)
         assert all(isinstance(value, float) for value in got)
