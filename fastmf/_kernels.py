@@ -486,13 +486,17 @@ def _sgd_one_at_a_time(
     with each entry's loss added before its step (:func:`_add_term`).
     """
     for t in range(start, end):
-        u = rows[t]
-        i = cols[t]
+        # Unsigned indices: numba wraps negative signed ones around (a select
+        # and the array's length per use); the ids are checked before any
+        # kernel runs. Same bits, about 60 fewer instructions per rating.
+        entry = np.uint64(t)
+        u = np.uint64(rows[entry])
+        i = np.uint64(cols[entry])
         if t + _ITEM_PREFETCH_AHEAD < end:
-            _prefetch_row(item_factors, cols[t + _ITEM_PREFETCH_AHEAD], k)
+            _prefetch_row(item_factors, cols[np.uint64(t + _ITEM_PREFETCH_AHEAD)], k)
         gradient, term, norms = _entry_gradient(
-            logistic, user_factors, u, item_factors, i, values[t], user_bias, item_bias, user_acc,
-            k,
+            logistic, user_factors, u, item_factors, i, values[entry], user_bias, item_bias,
+            user_acc, k,
         )  # fmt: skip
         gradient = _weighted(gradient, weights, t)
         total, product = _add_term(logistic, total, product, term, weights, t, t - block_start)

@@ -21,11 +21,13 @@ from ._jit import CompileTimeChoice
 from ._kernels import LANES
 
 # Row widths with kernels of their own, where the row length is a compile-time
-# constant. Only the default k: each width compiles its own kernels (as long as
-# the general ones), and at k=32 most of a rating's work was the general
-# loops' trip counts, remainders and overlap checks. Side by side (9M ratings,
-# squared, one thread) the fixed-width epoch took 0.61 of the general one's
-# time with a constant step and 0.78 with AdaGrad (bench/README.md, session 17).
+# constant and LLVM unrolls every loop over a row. Each width compiles its own
+# kernels, so only where it pays. Side by side (the bench's 10M ratings, biases,
+# median seconds; bench/README.md, session 17), at k=32 the fixed-width squared
+# epoch took 0.57-0.64 of the general one's time with a constant step and
+# 0.70-0.78 with AdaGrad on one thread (two threads: 0.67 and 0.89); the
+# logistic one 0.86 and 0.94. At k=16 the constant epoch took 1.85 times as
+# long, at k=64 and 128 the AdaGrad epoch 1.15 and 1.42 times as long.
 FIXED_ROW_WIDTHS = (32,)
 
 # Fits of fewer ratings use a loss's small kernels, which give the same bits
