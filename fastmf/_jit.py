@@ -20,7 +20,9 @@ is set in the environment, as the CI does once): indices are validated in
 Python before any kernel runs.
 
 :func:`prefetch` is a cache hint (``llvm.prefetch``) that numba does not expose,
-used by the logistic SGD kernel. :func:`opaque` (``llvm.arithmetic.fence``)
+used by the SGD and objective kernels. :func:`row_dot_and_norms` and
+:func:`row_step` are the SGD step's two passes over a pair of rows, written in
+LLVM vectors. :func:`opaque` (``llvm.arithmetic.fence``)
 keeps one value out of the reassociation that ``fastmath`` otherwise allows.
 
 :class:`CompileTimeChoice` is the other extension: a Python object that a
@@ -460,3 +462,81 @@ def numba_threads(n_threads):
         numba.set_num_threads(previous)
         with _lock:
             _parallel_calls -= 1
+
+
+def _contracted(instruction):
+    # Only "contract" (LLVM may fuse a multiply and an add, as the kernels'
+    # fastmath allows); no reassociation, so the rounding is fixed.
+    instruction.flags.append("contract")
+    return instruction
+
+
+@intrinsic
+def row_step(typingctx, a, row_a, b, row_b, length, gradient, l2, rate_a, rate_b):
+    """Apply ``a[row_a] += rate_a * (g * b[row_b] - l2 * a[row_a])`` and the mirror step to ``b``.
+
+    Both rows move from their old values: each vector of ``a`` and ``b`` is
+    loaded before either is stored. ``a``, ``b``: C-contiguous float32 2-D
+    arrays whose rows hold at least ``length`` floats (not checked), and
+    distinct (the callers' user and item factors; rows of one array that
+    overlapped would not be updated as two rows are). Written in LLVM vectors
+    of ``_VECTOR_WIDTH`` floats and a scalar tail, so no overlap check or
+    loop remainder is left to LLVM's vectorizer, whatever ``length`` is.
+    """
+    if not (_is_float32_rows(a) and _is_float32_rows(b)):
+        return None
+    if not all(isinstance(index, types.Integer) for index in (row_a, row_b, length)):
+        return None
+    if not all(value == types.float32 for value in (gradient, l2, rate_a, rate_b)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        a_type, row_a_type, b_type, row_b_type, length_type = signature.args[:5]
+        start_a = _row_start(context, builder, a_type, args[0], args[1], row_a_type)
+        start_b = _row_start(context, builder, b_type, args[2], args[3], row_b_type)
+        k = context.cast(builder, args[4], length_type, types.intp)
+        intp = k.type
+        scalars = args[5:]
+
+        def step(x, y, g, l2, rate):
+            pull = _contracted(builder.fmul(l2, x))
+            direction = _contracted(builder.fsub(_contracted(builder.fmul(g, y)), pull))
+            return _contracted(builder.fadd(x, _contracted(builder.fmul(rate, direction))))
+
+        def update(x, y, values, store):
+            g, l2, rate_a, rate_b = values
+            store(step(x, y, g, l2, rate_a), step(y, x, g, l2, rate_b))
+
+        vector = ir.VectorType(ir.FloatType(), _VECTOR_WIDTH)
+        undefined = ir.Constant(vector, ir.Undefined)
+        splats = []
+        for value in scalars:
+            one = builder.insert_element(undefined, value, ir.Constant(ir.IntType(32), 0))
+            splats.append(_shuffle(builder, one, undefined, [0] * _VECTOR_WIDTH))
+        vectors = builder.lshr(k, ir.Constant(intp, 3))
+        with cgutils.for_range(builder, vectors) as loop:
+            offset = builder.shl(loop.index, ir.Constant(intp, 3))
+            pointers = [
+                builder.bitcast(builder.gep(start, [offset]), vector.as_pointer())
+                for start in (start_a, start_b)
+            ]
+            x, y = (builder.load(pointer, align=4) for pointer in pointers)
+
+            def store_vectors(new_x, new_y, pointers=pointers):
+                builder.store(new_x, pointers[0], align=4)
+                builder.store(new_y, pointers[1], align=4)
+
+            update(x, y, splats, store_vectors)
+        tail = builder.and_(k, ir.Constant(intp, ~(_VECTOR_WIDTH - 1)))
+        with cgutils.for_range_slice(builder, tail, k, intp(1), inc=True) as (f, _):
+            pointers = [builder.gep(start, [f]) for start in (start_a, start_b)]
+            x, y = (builder.load(pointer) for pointer in pointers)
+
+            def store_scalars(new_x, new_y, pointers=pointers):
+                builder.store(new_x, pointers[0])
+                builder.store(new_y, pointers[1])
+
+            update(x, y, scalars, store_scalars)
+        return context.get_dummy_value()
+
+    return types.none(a, row_a, b, row_b, length, gradient, l2, rate_a, rate_b), codegen

@@ -50,6 +50,7 @@ from ._jit import (
     parallel_kernel,
     prefetch,
     row_dot_and_norms,
+    row_step,
 )
 
 
@@ -219,11 +220,9 @@ def _sgd_step(
         item_bias[i] = b_item + lr_item * grad_item
         sq_user += grad_user * grad_user
         sq_item += grad_item * grad_item
-    for f in range(k):
-        p = user_factors[u, f]
-        q = item_factors[i, f]
-        user_factors[u, f] = p + lr_user * (gradient_scale * q - l2 * p)
-        item_factors[i, f] = q + lr_item * (gradient_scale * p - l2 * q)
+    # In LLVM vectors (fastmf._jit): written as a loop, the update was
+    # unrolled into scalar code at k=16 when k is a compile-time constant.
+    row_step(user_factors, u, item_factors, i, k, gradient_scale, l2, lr_user, lr_item)
     if user_acc is not None:
         # A multiplication by the reciprocal: a division here would lengthen
         # the chain from one step of a row to the next.

@@ -21,14 +21,15 @@ from ._jit import CompileTimeChoice
 from ._kernels import LANES
 
 # Row widths with kernels of their own, where the row length is a compile-time
-# constant and LLVM unrolls every loop over a row. Each width compiles its own
+# constant and LLVM unrolls the loops over a row. Each width compiles its own
 # kernels, so only where it pays. Side by side (the bench's 10M ratings, biases,
-# median seconds; bench/README.md, session 17), at k=32 the fixed-width squared
-# epoch took 0.57-0.64 of the general one's time with a constant step and
-# 0.70-0.78 with AdaGrad on one thread (two threads: 0.67 and 0.89); the
-# logistic one 0.86 and 0.94. At k=16 the constant epoch took 1.85 times as
-# long, at k=64 and 128 the AdaGrad epoch 1.15 and 1.42 times as long.
-FIXED_ROW_WIDTHS = (32,)
+# median seconds, constant step / AdaGrad; bench/README.md, session 17), squared,
+# one thread: k=32 0.127 / 0.196 against 0.172 / 0.221 for the general kernels
+# (two threads, before the vector update: 0.064 / 0.108 against 0.095 / 0.122);
+# k=16 0.105 / 0.172 against 0.136 / 0.184. At k=64 the AdaGrad epoch gained
+# nothing (0.429 against 0.415) and at k=128 both were slower (0.593 / 0.787
+# against 0.531 / 0.645).
+FIXED_ROW_WIDTHS = (16, 32)
 
 # Fits of fewer ratings use a loss's small kernels, which give the same bits
 # and compile faster (the squared loss has one set for all sizes), and run on

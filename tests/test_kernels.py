@@ -11,8 +11,8 @@ from _reference import entry_gradient, objective, sgd_epoch
 from conftest import random_coo
 
 from fastmf import _kernels
-from fastmf._jit import FASTMATH_FLAGS
-from fastmf._losses import LOSSES, SMALL_FIT_RATINGS
+from fastmf._jit import FASTMATH_FLAGS, row_step
+from fastmf._losses import FIXED_ROW_WIDTHS, LOSSES, SMALL_FIT_RATINGS
 
 BLOCK = {"squared": _kernels.sgd_block_squared, "logistic": _kernels.sgd_block_logistic}
 
@@ -136,17 +136,18 @@ def test_epoch_with_biases_and_adagrad_matches_reference(loss, use_bias, adagrad
         assert got == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("width", FIXED_ROW_WIDTHS)
 @pytest.mark.parametrize("loss", ["squared", "logistic"])
 @pytest.mark.parametrize("small", [False, True])
-def test_fixed_width_kernels_match_the_reference_and_the_general_ones(loss, small):
-    # k=32 fits run kernels compiled for rows of exactly 32 factors
-    # (Loss.kernels_for); they must do what the general kernels and the numpy
-    # oracle do: the same bits with a constant step; with AdaGrad LLVM may
-    # reassociate the step-size arithmetic differently, so the last bits.
+def test_fixed_width_kernels_match_the_reference_and_the_general_ones(loss, small, width):
+    # Fits of these ranks run kernels compiled for rows of exactly that many
+    # factors (Loss.kernels_for); they must do what the general kernels and
+    # the numpy oracle do: the same bits with a constant step; with AdaGrad
+    # LLVM may reassociate the step-size arithmetic differently (last bits).
     code = LOSSES[loss]
     nnz = 10 if small else SMALL_FIT_RATINGS
-    fixed, general = code.kernels_for(nnz, 32), code.kernels_for(nnz, 31)
-    assert (fixed.row_width, general.row_width) == (32, None)
+    fixed, general = code.kernels_for(nnz, width), code.kernels_for(nnz, width + 1)
+    assert (fixed.row_width, general.row_width) == (width, None)
     assert fixed.sgd_block is general.sgd_block
     rows, cols, values, (m, n) = random_coo(21, nnz=400, binary=loss == "logistic")
     rng = np.random.default_rng(22)
@@ -157,7 +158,7 @@ def test_fixed_width_kernels_match_the_reference_and_the_general_ones(loss, smal
     for adagrad in (False, True):
         runs = []
         for kernels in (fixed, general):
-            P, Q = factors(23, m, n, 32, scale=0.2)
+            P, Q = factors(23, m, n, width, scale=0.2)
             biases = [0.3 * np.random.default_rng(size).standard_normal(size) for size in (m, n)]
             accumulators = [np.ones(size, np.float32) if adagrad else NONE for size in (m, n)]
             extras = [bias.astype(np.float32) for bias in biases] + accumulators
@@ -502,3 +503,26 @@ def test_dot_and_norms_match_numpy_for_every_row_length(k):
         want = (p @ q, p @ p, q @ q)
         assert all(isinstance(value, float) for value in got)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+
+
+@numba.njit(fastmath=set(FASTMATH_FLAGS), error_model="numpy")
+def _row_step(P, u, Q, i, g, l2, rate_u, rate_i):
+    row_step(P, u, Q, i, P.shape[1], g, l2, rate_u, rate_i)
+
+
+@pytest.mark.parametrize("k", [1, 5, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 40, 128])
+def test_row_step_matches_numpy_for_every_row_length(k):
+    # The update is written in vectors of 8 floats and a scalar tail: every split of k.
+    rng = np.random.default_rng(k)
+    P = rng.standard_normal((7, k)).astype(np.float32)
+    Q = rng.standard_normal((5, k)).astype(np.float32)
+    g, l2, rate_u, rate_i = (np.float32(x) for x in (0.7, 0.05, 0.1, 0.03))
+    for u, i in [(0, 0), (6, 4), (np.int32(3), np.int64(2))]:
+        p, q = P[u].astype(np.float64), Q[i].astype(np.float64)
+        others_p, others_q = np.delete(P, u, axis=0), np.delete(Q, i, axis=0)
+        _row_step(P, u, Q, i, g, l2, rate_u, rate_i)
+        np.testing.assert_allclose(P[u], p + rate_u * (g * q - l2 * p), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(Q[i], q + rate_i * (g * p - l2 * q), rtol=1e-6, atol=1e-6)
+        # Only the two rows change.
+        np.testing.assert_array_equal(np.delete(P, u, axis=0), others_p)
+        np.testing.assert_array_equal(np.delete(Q, i, axis=0), others_q)
