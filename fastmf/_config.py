@@ -130,8 +130,9 @@ def warmup(models=None, n_threads=None, background=False, large=False, **params)
 
     For services that want to pay the compile time at start-up. Fits each
     model once on a tiny generated matrix with the given hyperparameters (the
-    kernels are specialized on them: ``biases``, ``learning_rate`` and
-    whether ``n_threads`` is 1), then recommends for its users and finds an
+    kernels are specialized on them: ``biases``, ``learning_rate``, whether
+    ``n_threads`` is 1, and ``k`` where it has kernels of its own, as the
+    default 32 and 16 do), then recommends for its users and finds an
     item's neighbours; the compiled code also goes to numba's cache.
 
     Parameters
@@ -177,7 +178,7 @@ def warmup(models=None, n_threads=None, background=False, large=False, **params)
             labels = np.where((rows + cols) % 2 == 0, 1.0, -1.0)
             for model_class in models:
                 values = labels if model_class()._loss.binary else labels + 3.0
-                settings = {"k": 2, "n_epochs": 1, "tol": None, "random_state": 0, **params}
+                settings = {"n_epochs": 1, "tol": None, "random_state": 0, **params}
                 model = model_class(n_threads=n_threads, **settings)
                 model.fit((rows, cols, values), shape=(n_users, per_user))
                 # Batches of more than 64 users recommend on numba's threads.

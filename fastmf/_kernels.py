@@ -90,12 +90,13 @@ def _dot(user_factors, u, item_factors, i, k):
     return acc
 
 
-# Up to this many factors AdaGrad's three sums come from row_dot_and_norms
-# (fastmf._jit), whose reductions cost less than LLVM's four accumulators per
-# sum. Side by side (10M ratings, squared, one thread, k=32, three runs) its
-# AdaGrad epoch took 0.88-0.96 of the time of the loop below (a later, quieter
-# run: 0.92 by median, equal by minimum; bench/README.md, session 16); at
-# k=128 it took 1.1 times as long, so longer rows keep the loop.
+# Up to this many factors AdaGrad's three sums (and the constant step's dot
+# product, see _dot) come from row_dot_and_norms (fastmf._jit), whose
+# reductions cost less than LLVM's four accumulators per sum. Side by side
+# (10M ratings, squared, one thread, k=32, three runs) its AdaGrad epoch took
+# 0.88-0.96 of the time of the loop below (a later, quieter run: 0.92 by
+# median, equal by minimum; bench/README.md, session 16); at k=128 it took
+# 1.1 times as long, so longer rows keep the loop.
 _FUSED_NORMS_MAX_K = 32
 
 
@@ -273,7 +274,9 @@ def _softplus(x):
 # user_acc (n_users,), item_acc (n_items,): float32 AdaGrad accumulators, used
 # for AdaGrad, or None for a constant step; lr, l2: float32. A None argument is
 # a compile-time fact to numba: each combination compiles separately and the
-# unused code is pruned from the inner loop, not branched over.
+# unused code is pruned from the inner loop, not branched over. The block
+# kernels take the KernelSet they run as last (``kernels``; None in a direct
+# call), for its row width (row_length).
 
 # Entries handled as one group by the logistic SGD kernel. The block layout
 # for the logistic loss stores ratings from LANES different parts of a block in
