@@ -1345,8 +1345,14 @@ def stripe_squared_norms(factors, counts, bounds, out):
 @kernel
 def predict_coo(rows, cols, user_factors, item_factors, out):
     """Write ``p_u . q_i`` for each pair into ``out`` (float32, shape (n,)) in place."""
+    # A plain loop, not _dot's intrinsic: numba bounds-checks it when
+    # NUMBA_BOUNDSCHECK=1 (the intrinsics' loads are not checked).
     for idx in range(rows.shape[0]):
-        out[idx] = _dot(user_factors, rows[idx], item_factors, cols[idx], user_factors.shape[1])
+        u, i = rows[idx], cols[idx]
+        acc = np.float32(0.0)
+        for f in range(user_factors.shape[1]):
+            acc += user_factors[u, f] * item_factors[i, f]
+        out[idx] = acc
 
 
 # ---------------------------------------------------------------- serving
