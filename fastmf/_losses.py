@@ -142,9 +142,10 @@ class Loss:
     def kernels_for(self, nnz, k):
         """Return the :class:`KernelSet` for a fit on ``nnz`` ratings with ``k`` factors.
 
-        The small and the large kernels give the same bits, and so do the
-        fixed-width ones (``FIXED_ROW_WIDTHS``) and the general ones at the
-        same ``k`` (the kernel tests check both).
+        The small and the large kernels give the same bits. The fixed-width
+        ones (``FIXED_ROW_WIDTHS``) give the general ones' bits with a
+        constant step and may differ in the last bits with AdaGrad (the
+        kernel tests check both); every fit of a given ``k`` uses the same.
         """
         small = nnz < SMALL_FIT_RATINGS and self._small_kernels is not self.kernels
         chosen = self._fixed_width.get((small, k))
